@@ -1,0 +1,65 @@
+"""The small JSON documents under sessions/: what the catalog is built from."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from .schema import SCHEMA_VERSION
+
+
+class Owner(msgspec.Struct, omit_defaults=True):
+    kind: str | None = None  # RayJob, RayCluster, RayService...
+    name: str | None = None
+
+
+class Manifest(msgspec.Struct, omit_defaults=True):
+    """sessions/{ns}/{cluster}/{session}/manifest.json, written by the head's collector."""
+
+    namespace: str
+    cluster: str
+    session: str
+    start_time_ms: int
+    ray_version: str | None = None
+    head_node: str | None = None
+    head_ray_node_id: str | None = None
+    owner: Owner = msgspec.field(default_factory=Owner)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    collector_version: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+class NodeMarker(msgspec.Struct, omit_defaults=True):
+    """sessions/.../nodes/{node}.json: a heartbeat while the collector runs, final after its last flush."""
+
+    node: str
+    role: str
+    last_heartbeat_ms: int
+    started_at_ms: int
+    final: bool = False
+    ray_node_id: str | None = None
+    hostname: str | None = None
+    events_uploaded: int = 0
+    parts_uploaded: int = 0
+    events_quarantined: int = 0
+    spool_bytes: int = 0
+
+
+class Closed(msgspec.Struct, omit_defaults=True):
+    """sessions/.../closed.json: the cluster ended; nothing in the session is running any more."""
+
+    closed_at_ms: int
+    closed_by: str
+    reason: str
+
+
+def encode(document: msgspec.Struct) -> bytes:
+    return msgspec.json.encode(document)
+
+
+T = TypeVar("T")
+
+
+def decode(data: bytes, kind: type[T]) -> T:
+    return msgspec.json.decode(data, type=kind)

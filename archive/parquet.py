@@ -1,0 +1,34 @@
+"""Writing and reading archive tables as Parquet, with the settings every writer must share."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def table_to_parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(
+        table,
+        sink,
+        compression=PARQUET_COMPRESSION,
+        compression_level=PARQUET_COMPRESSION_LEVEL,
+        row_group_size=256 * 1024,
+    )
+    return sink.getvalue()
+
+
+def parquet_to_table(data: bytes) -> pa.Table:
+    """Read a part; a truncated or corrupt file raises pyarrow.ArrowInvalid naming the problem."""
+    return pq.read_table(io.BytesIO(data))

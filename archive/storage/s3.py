@@ -1,0 +1,197 @@
+"""An archive in an S3-compatible object store (AWS S3, MinIO, SeaweedFS, Ceph...)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+
+from .base import ObjectInfo, ObjectNotFound, StorageError, check_key, check_prefix
+
+if TYPE_CHECKING:
+    from .config import S3Options
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+_AUTH = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AuthorizationHeaderMalformed",
+    "Forbidden",
+    "403",
+}
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+
+
+def _client_config(options: S3Options) -> Config:
+    kwargs: dict[str, Any] = {
+        "signature_version": "s3v4",
+        # A store that is down must fail in seconds, not hang a collector flush or a page load:
+        # the callers have their own retry loops (the collector keeps its spool and tries later).
+        "connect_timeout": 5,
+        "read_timeout": 30,
+        "retries": {"mode": "standard", "max_attempts": 3},
+    }
+    if options.region:
+        kwargs["region_name"] = options.region
+    if options.path_style:
+        kwargs["s3"] = {"addressing_style": "path"}
+    # boto3 >= 1.36 adds CRC checksums to every upload by default, which several S3-compatible
+    # stores reject or mishandle; ask for them only where the API requires them. Older botocore
+    # does not know these options (and does not send the checksums).
+    if "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+        kwargs["request_checksum_calculation"] = "when_required"
+        kwargs["response_checksum_validation"] = "when_required"
+    return Config(**kwargs)
+
+
+class S3Storage:
+    """Objects live at `s3://{bucket}/{prefix}/{key}`."""
+
+    supports_tags = True
+
+    def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
+        if not bucket or "/" in bucket:
+            raise StorageError(f"invalid S3 bucket name {bucket!r}")
+        prefix = prefix.strip("/")
+        check_prefix(prefix)
+        self.bucket = bucket
+        self.prefix = prefix
+        self.options = options
+        self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        try:
+            # A session per instance: boto3's default session is not safe to create clients from
+            # concurrently, while a finished client is thread-safe and shared by all threads here.
+            session = boto3.session.Session()
+            self._client = session.client(
+                "s3",
+                endpoint_url=options.endpoint_url,
+                region_name=options.region,
+                aws_access_key_id=options.access_key,
+                aws_secret_access_key=options.secret_key,
+                config=_client_config(options),
+            )
+        except (BotoCoreError, ValueError) as exc:
+            raise StorageError(
+                f"cannot configure the S3 client for {self.uri} (endpoint "
+                f"{options.endpoint_url or 'AWS default'}): {exc}; check AWS_ENDPOINT_URL_S3, "
+                "AWS_REGION and AWS_PROFILE"
+            ) from exc
+        self.endpoint_url: str = self._client.meta.endpoint_url
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.uri!r}, endpoint={self.endpoint_url!r})"
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, action: str, key: str, exc: Exception) -> StorageError:
+        where = f"s3://{self.bucket}/{self._full(key)}" if key else self.uri
+        at = f"{action} {where} at endpoint {self.endpoint_url}"
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = err.get("Message") or code or str(exc)
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"{at} failed: bucket {self.bucket!r} does not exist; create it or fix the archive URI"
+                )
+            if code in _NOT_FOUND or (status == 404 and code in ("", "NoSuchKey")):
+                return ObjectNotFound(f"no object {key!r} in {self.uri}")
+            if code in _AUTH or status == 403:
+                return StorageError(
+                    f"{at} was refused ({code or status}: {message}); check the credentials "
+                    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile) and that they may "
+                    f"access bucket {self.bucket!r}"
+                )
+            return StorageError(
+                f"{at} failed ({code or status}: {message}); check the endpoint, the credentials "
+                f"and that bucket {self.bucket!r} exists"
+            )
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return StorageError(
+                f"{at} failed: no usable S3 credentials ({exc}); set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, a profile, or a pod identity"
+            )
+        if isinstance(exc, _UNREACHABLE):
+            return StorageError(
+                f"{at} failed: cannot reach the object store ({exc}); check the endpoint URL "
+                "(AWS_ENDPOINT_URL_S3) and that the store is running and reachable from here"
+            )
+        return StorageError(
+            f"{at} failed: {exc}; check the endpoint, the credentials and that bucket "
+            f"{self.bucket!r} exists"
+        )
+
+    def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> None:
+        check_key(key)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key), "Body": data}
+        if tags:
+            kwargs["Tagging"] = urlencode(dict(tags))
+        try:
+            # A single PUT is atomic in S3: readers see the old object or the whole new one.
+            self._client.put_object(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("writing", key, exc) from exc
+
+    def get(self, key: str) -> bytes:
+        check_key(key)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
+            # Reading the body is part of the request: a connection cut mid-stream surfaces here.
+            body: bytes = response["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("reading", key, exc) from exc
+        return body
+
+    def get_tags(self, key: str) -> dict[str, str]:
+        check_key(key)
+        try:
+            response = self._client.get_object_tagging(Bucket=self.bucket, Key=self._full(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("reading the tags of", key, exc) from exc
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except (BotoCoreError, ClientError) as exc:
+            error = self._error("deleting", key, exc)
+            if isinstance(error, ObjectNotFound):
+                return
+            raise error from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
+                for obj in page.get("Contents", []):
+                    full: str = obj["Key"]
+                    # Folder markers ("dir/") made by consoles or filer-backed stores are not objects.
+                    if full.endswith("/") or not full.startswith(root):
+                        continue
+                    modified = obj["LastModified"]
+                    mtime_ns = int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000
+                    yield ObjectInfo(key=full[len(root) :], size=int(obj["Size"]), mtime_ns=mtime_ns)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("listing", prefix, exc) from exc

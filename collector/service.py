@@ -1,0 +1,151 @@
+"""The collector, assembled: receiver, spool, shipper, event-file tailer and session documents."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from archive.storage import Storage, StorageError
+
+from . import raysession
+from .app import create_app
+from .config import CollectorConfig
+from .ingest import Deduper, Ingest, remembered_ids
+from .metrics import CollectorMetrics
+from .records import _decoder as record_decoder
+from .sessions import SessionDocuments, SessionFacts
+from .shipper import Loop, Shipper
+from .spool import Spool, read_records
+from .tailer import EventFileTailer
+
+log = logging.getLogger(__name__)
+
+WORK_INTERVAL = 0.5
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig, storage: Storage) -> None:
+        self.config = config
+        self.storage = storage
+        self.metrics = CollectorMetrics()
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.segment_max_bytes)
+        self.ingest = Ingest(self.spool, self._rebuild_deduper(), self.metrics)
+        self.documents = SessionDocuments(config, storage)
+        self.shipper = Shipper(config, self.spool, storage, self.documents, self.metrics)
+        self.tailer = EventFileTailer(
+            config.ray_temp_dir, self.ingest, config.spool_dir / "tail-offsets.json", self._on_session
+        )
+        self.app = create_app(self.ingest, self.metrics)
+        self.current_session: str | None = None
+        self._loop = Loop("collector-work", WORK_INTERVAL, self._work)
+        self._next_tail = 0.0
+        self._next_heartbeat = 0.0
+        self._server: uvicorn.Server | None = None
+        self._stopped = threading.Event()
+
+    def _rebuild_deduper(self) -> Deduper:
+        """Ids already spooled but not shipped are remembered across a restart."""
+        deduper = Deduper(self.config.dedup_capacity)
+        for segment in self.spool.sealed_segments():
+            for raw in read_records(segment.path):
+                deduper.add(remembered_ids(record_decoder.decode(raw)))
+        return deduper
+
+    def _on_session(self, session_dir: Path) -> None:
+        name = session_dir.name
+        known = self.documents.sessions.get(name)
+        if known is None or known.ray_version is None or known.ray_node_id is None:
+            self.documents.observe(
+                name,
+                SessionFacts(
+                    start_time_ms=raysession.start_time_ms(session_dir) or int(time.time() * 1000),
+                    ray_version=raysession.ray_version(session_dir),
+                    ray_node_id=raysession.node_id(session_dir),
+                ),
+            )
+            self.ingest.node_id = self.documents.sessions[name].ray_node_id
+        if self.current_session not in (None, name):
+            # Ray restarted in this pod: the old session is over.
+            self._write_closed(self.current_session, "Ray restarted with a new session")
+        self.current_session = name
+        self.ingest.session = name
+
+    def _work(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_tail:
+            self.tailer.poll()
+            self._next_tail = now + self.config.tail_interval
+        self.shipper.step()
+        if now >= self._next_heartbeat and self.documents.sessions:
+            self._heartbeat(final=False)
+            self._next_heartbeat = now + self.config.heartbeat_interval
+
+    def _heartbeat(self, final: bool) -> None:
+        try:
+            self.documents.write_manifests()
+            self.documents.write_node_markers(final=final, counts=self.shipper.counts())
+        except StorageError as exc:
+            log.warning("could not write the heartbeat: %s", exc)
+
+    def _write_closed(self, session: str, reason: str) -> None:
+        try:
+            self.documents.write_closed(session, reason)
+        except StorageError as exc:
+            log.warning("could not write closed.json for %s: %s", session, exc)
+
+    def start(self) -> None:
+        self._loop.start()
+
+    def serve(self) -> None:
+        """Serve until SIGTERM/SIGINT or request_stop(), then flush everything within the deadline."""
+        stop_requested_at: list[float] = []
+        # Uvicorn restores and re-raises the signal after it stops: ours must be harmless then.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop_requested_at.append(time.monotonic()))
+        config = uvicorn.Config(
+            self.app, host=self.config.listen_host, port=self.config.listen_port,
+            log_level="warning", lifespan="off", timeout_graceful_shutdown=3,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self.start()
+        self._server.run()
+        self.shutdown(deadline=min(stop_requested_at or [time.monotonic()]) + self.config.shutdown_deadline)
+
+    def request_stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def shutdown(self, deadline: float) -> bool:
+        """Stop taking data, ship all of it, write the final markers. True if nothing was left behind."""
+        if self._stopped.is_set():
+            return True
+        self._stopped.set()
+        self._loop.stop()
+        try:
+            self.tailer.poll()
+        except Exception:
+            log.exception("the last read of Ray's event files failed")
+        self.spool.seal()
+        complete = False
+        while time.monotonic() < deadline:
+            if self.shipper.ship_sealed(deadline):
+                complete = True
+                break
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        self.shipper.close()
+        self._heartbeat(final=complete)
+        if self.config.is_head and self.current_session is not None:
+            self._write_closed(self.current_session, "the collector was stopped (the cluster is shutting down)")
+        if complete:
+            log.info("collector stopped: everything is in the archive")
+        else:
+            left = self.spool.size_bytes
+            log.error("collector stopped with %d bytes still in the spool at %s; they ship on next start",
+                      left, self.config.spool_dir)  # fmt: skip
+        return complete

