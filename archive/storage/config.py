@@ -40,9 +40,7 @@ class S3Options:
         endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
         raw = environ.get("RAY_HISTORY_S3_PATH_STYLE", "").strip().lower()
-        if raw == "":
-            path_style = True
-        elif raw in _TRUE:
+        if raw == "" or raw in _TRUE:
             path_style = True
         elif raw in _FALSE:
             path_style = False

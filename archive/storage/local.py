@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -109,10 +110,8 @@ class LocalStorage:
             except BaseException:
                 # Whatever failed (full disk, interrupt), readers keep the old object and no
                 # half-written file is left behind to fill the disk further.
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
                 raise
             _fsync_dir(path.parent)
         except OSError as exc:

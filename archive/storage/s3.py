@@ -121,6 +121,9 @@ class S3Storage:
                     "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile) and that they may "
                     f"access bucket {self.bucket!r}"
                 )
+            if status == 400:
+                # The request itself is wrong (a tag value S3 does not allow...): no hint would help.
+                return StorageError(f"{at} was rejected ({code}: {message})")
             return StorageError(
                 f"{at} failed ({code or status}: {message}); check the endpoint, the credentials "
                 f"and that bucket {self.bucket!r} exists"
@@ -136,8 +139,7 @@ class S3Storage:
                 "(AWS_ENDPOINT_URL_S3) and that the store is running and reachable from here"
             )
         return StorageError(
-            f"{at} failed: {exc}; check the endpoint, the credentials and that bucket "
-            f"{self.bucket!r} exists"
+            f"{at} failed: {exc}; check the endpoint, the credentials and that bucket {self.bucket!r} exists"
         )
 
     def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> None:
@@ -180,9 +182,16 @@ class S3Storage:
             raise error from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under `prefix` in key order.
+
+        S3 promises key order, but SeaweedFS lists a filer directory walk ("a/b" before "a-b/c"),
+        so the listing is gathered and sorted before the first yield: list by the narrowest
+        prefix that will do (a session, a kind) to keep that small.
+        """
         check_prefix(prefix)
         root = f"{self.prefix}/" if self.prefix else ""
         paginator = self._client.get_paginator("list_objects_v2")
+        found: list[tuple[str, int, int]] = []
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
                 for obj in page.get("Contents", []):
@@ -192,6 +201,10 @@ class S3Storage:
                         continue
                     modified = obj["LastModified"]
                     mtime_ns = int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000
-                    yield ObjectInfo(key=full[len(root) :], size=int(obj["Size"]), mtime_ns=mtime_ns)
+                    found.append((full[len(root) :], int(obj["Size"]), mtime_ns))
         except (BotoCoreError, ClientError) as exc:
             raise self._error("listing", prefix, exc) from exc
+        # Python orders str by code point, which is the UTF-8 byte order S3 specifies.
+        found.sort()
+        for key, size, mtime_ns in found:
+            yield ObjectInfo(key=key, size=size, mtime_ns=mtime_ns)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "ray-2.60"
+
+
+def fixture_path(*parts: str) -> Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"Ray 2.60 fixture missing: {path} (the shared/ folder sits beside the checkout)")
+    return path
+
+
+def fixture_posts(name: str = "run1_all_posts_camelCase.jsonl") -> list[list[dict[str, Any]]]:
+    """Every POST body the aggregator agent sent in a real capture."""
+    lines = fixture_path("ray_events_http", name).read_text().splitlines()
+    return [json.loads(line)["events"] for line in lines if line.strip()]
+
+
+@pytest.fixture
+def camel_posts() -> list[list[dict[str, Any]]]:
+    return fixture_posts()
+
+
+@pytest.fixture
+def snake_posts() -> list[list[dict[str, Any]]]:
+    return fixture_posts("run5_all_posts_snake_case.jsonl")
