@@ -32,3 +32,11 @@ def table_to_parquet(table: pa.Table) -> bytes:
 def parquet_to_table(data: bytes) -> pa.Table:
     """Read a part; a truncated or corrupt file raises pyarrow.ArrowInvalid naming the problem."""
     return pq.read_table(io.BytesIO(data))
+
+
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as dicts, timestamps as int ns since the epoch (Python's datetime stops at microseconds)."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type):
+            table = table.set_column(index, column.name, table.column(index).cast(pa.int64()))
+    return table.to_pylist()

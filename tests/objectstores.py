@@ -310,7 +310,7 @@ def _wait_until_ready(proc: subprocess.Popen[bytes], server: SeaweedFS, timeout:
                 last_error = str(exc)
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"SeaweedFS S3 did not become ready on {server.endpoint_url} within {timeout:.0f}s "
+                f"SeaweedFS S3 did not become ready on {server.endpoint_url} within {timeout:.1f}s "
                 f"(last error: {last_error}); log {server.log_path}:\n{_log_tail(server.log_path)}"
             )
         time.sleep(0.1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -61,6 +63,26 @@ def _client_config(options: S3Options) -> Config:
     return Config(**kwargs)
 
 
+_sessions: dict[frozenset[tuple[str, str]], boto3.session.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def _new_client(service: str, **kwargs: Any) -> Any:
+    """A client of its own for each storage, built from a session shared per AWS environment.
+
+    Building a session costs ~0.2 s (it loads the service models), so sessions are reused; but a
+    session caches the credentials and profile it resolved, so one is kept per set of AWS_*
+    variables and a changed environment gets a fresh one. boto3 sessions are not thread-safe,
+    hence the lock; the clients they make are, and each storage's client is shared by its threads.
+    """
+    env = frozenset((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+    with _sessions_lock:
+        session = _sessions.get(env)
+        if session is None:
+            session = _sessions[env] = boto3.session.Session()
+        return session.client(service, **kwargs)
+
+
 class S3Storage:
     """Objects live at `s3://{bucket}/{prefix}/{key}`."""
 
@@ -76,10 +98,7 @@ class S3Storage:
         self.options = options
         self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         try:
-            # A session per instance: boto3's default session is not safe to create clients from
-            # concurrently, while a finished client is thread-safe and shared by all threads here.
-            session = boto3.session.Session()
-            self._client = session.client(
+            self._client = _new_client(
                 "s3",
                 endpoint_url=options.endpoint_url,
                 region_name=options.region,
