@@ -55,9 +55,7 @@ BODIES: dict[str, BodySpec] = {
         has_state=True,
     ),
     "TASK_PROFILE_EVENT": BodySpec("taskProfileEvents", _TASK_IDS, "attemptNumber"),
-    "DRIVER_JOB_DEFINITION_EVENT": BodySpec(
-        "driverJobDefinitionEvent", {"jobId": "job_id", "driverNodeId": "node_id"}
-    ),
+    "DRIVER_JOB_DEFINITION_EVENT": BodySpec("driverJobDefinitionEvent", {"jobId": "job_id", "driverNodeId": "node_id"}),
     "DRIVER_JOB_LIFECYCLE_EVENT": BodySpec("driverJobLifecycleEvent", {"jobId": "job_id"}, has_state=True),
     "NODE_DEFINITION_EVENT": BodySpec("nodeDefinitionEvent", {"nodeId": "node_id"}),
     "NODE_LIFECYCLE_EVENT": BodySpec("nodeLifecycleEvent", {"nodeId": "node_id"}, has_state=True),
@@ -192,10 +190,7 @@ def ray_event_to_row(event: Any, default_session: str | None = None) -> dict[str
     """One event of the Ray event stream (decoded JSON) as a row of the events table."""
     if not isinstance(event, dict):
         raise MalformedEvent(f"an event must be a JSON object, got {type(event).__name__}")
-    if "eventId" not in event and "event_id" in event:
-        event = camelize(event)
-    else:
-        event = dict(event)
+    event = camelize(event) if "eventId" not in event and "event_id" in event else dict(event)
     event_id = event.pop("eventId", None)
     event_type = event.pop("eventType", None)
     if not isinstance(event_id, str) or not event_id:
@@ -206,7 +201,11 @@ def ray_event_to_row(event: Any, default_session: str | None = None) -> dict[str
         hex_event_id = b64_to_hex(event_id)
     except BadId as exc:
         raise MalformedEvent(f"eventId is not base64: {event_id!r}") from exc
-    timestamp = parse_timestamp_ns(event.pop("timestamp", None))
+    original_timestamp = event.pop("timestamp", None)
+    timestamp = parse_timestamp_ns(original_timestamp)
+    if format_timestamp(timestamp) != original_timestamp:
+        # Not protobuf's own spelling (say, nine digits ending in zeros): keep it, to rebuild it exactly.
+        event["timestamp"] = original_timestamp
 
     row = _empty_row()
     row["event_id"] = hex_event_id

@@ -1,10 +1,10 @@
 """Where every object of the archive lives. Kind comes first so a prefix rule can expire one kind.
 
-    sessions/{namespace}/{cluster}/{session}/manifest.json
-    sessions/{namespace}/{cluster}/{session}/nodes/{node}.json
-    sessions/{namespace}/{cluster}/{session}/closed.json
-    {kind}/{namespace}/{cluster}/{session}/{node}/part-{seq}.parquet     kind: events, logs, metrics
-    snapshots/{namespace}/{cluster}/{session}/{table}.parquet
+sessions/{namespace}/{cluster}/{session}/manifest.json
+sessions/{namespace}/{cluster}/{session}/nodes/{node}.json
+sessions/{namespace}/{cluster}/{session}/closed.json
+{kind}/{namespace}/{cluster}/{session}/{node}/part-{seq}.parquet     kind: events, logs, metrics
+snapshots/{namespace}/{cluster}/{session}/{table}.parquet
 """
 
 from __future__ import annotations

@@ -46,7 +46,11 @@ def create_app(ingest: Ingest, metrics: CollectorMetrics) -> Starlette:
             log.error("%s", exc)
             return _retry_later(f"{exc}; free space on the spool volume")
         return JSONResponse(
-            {"accepted": accepted.accepted, "duplicates": accepted.duplicates, "quarantined": accepted.quarantined}
+            {
+                "accepted": accepted.accepted,
+                "duplicates": accepted.duplicates,
+                "quarantined": accepted.quarantined,
+            }
         )
 
     async def healthz(_: Request) -> Response:

@@ -26,9 +26,9 @@ class BadBody(ValueError):
 class _Head(msgspec.Struct):
     """The fields an event needs to be accepted, in either casing Ray may use."""
 
-    eventId: str | None = None  # noqa: N815 - Ray's field names
+    eventId: str | None = None
     event_id: str | None = None
-    eventType: str | None = None  # noqa: N815
+    eventType: str | None = None
     event_type: str | None = None
     timestamp: str | None = None
 

@@ -155,4 +155,3 @@ class Loop(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
-

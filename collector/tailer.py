@@ -8,8 +8,10 @@ restarts: the old session's files are read to their end before the new session's
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -20,12 +22,19 @@ from .spool import SpoolFull, SpoolWriteError, write_file_atomic
 log = logging.getLogger(__name__)
 
 MAX_READ_PER_FILE = 8 * 1024 * 1024
-_SOURCES = (("export", "logs/export_events", "event_EXPORT_*.log*"), ("legacy", "logs/events", "event_*.log*"))
+_FINGERPRINT_BYTES = 64
+_SOURCES = (
+    ("export", "logs/export_events", "event_EXPORT_*.log*"),
+    ("legacy", "logs/events", "event_*.log*"),
+)
 
 
 class FileOffset(msgspec.Struct):
     path: str
     offset: int
+    mtime_ns: int = 0
+    # crc32 of the bytes just before `offset`: a file rewritten to the same size is noticed.
+    fingerprint: int = 0
 
 
 class Checkpoint(msgspec.Struct):
@@ -94,13 +103,13 @@ class EventFileTailer:
         entry = self.checkpoint.files.get(key)
         if entry is None:
             entry = self.checkpoint.files[key] = FileOffset(str(path), 0)
-        if stat.st_size < entry.offset:
-            log.info("%s shrank (truncated or re-created): reading it from the start", path)
-            entry.offset = 0
         entry.path = str(path)
-        if stat.st_size == entry.offset:
+        if stat.st_size == entry.offset and stat.st_mtime_ns == entry.mtime_ns:
             return False
         with open(path, "rb") as handle:
+            if stat.st_size < entry.offset or _fingerprint(handle, entry.offset) != entry.fingerprint:
+                log.info("%s was truncated or rewritten: reading it from the start", path)
+                entry.offset = 0
             handle.seek(entry.offset)
             chunk = handle.read(min(stat.st_size - entry.offset, MAX_READ_PER_FILE))
         end = chunk.rfind(b"\n")
@@ -113,6 +122,14 @@ class EventFileTailer:
             log.warning("event file lines wait: %s", exc)
             return False
         entry.offset += end + 1
+        entry.mtime_ns = stat.st_mtime_ns
+        with open(path, "rb") as handle:
+            entry.fingerprint = _fingerprint(handle, entry.offset)
         self.lines_shipped += len(lines)
         return True
 
+
+def _fingerprint(handle: BinaryIO, offset: int) -> int:
+    start = max(0, offset - _FINGERPRINT_BYTES)
+    handle.seek(start)
+    return zlib.crc32(handle.read(offset - start))

@@ -64,38 +64,124 @@ def archive_options(func):  # type: ignore[no-untyped-def]
 
 @main.command()
 @archive_options
-@click.option("--listen", default="127.0.0.1:8084", envvar="RAY_HISTORY_LISTEN", show_envvar=True,
-              callback=_host_port, help="Where Ray's aggregator agent POSTs events (path /v1/events).")
-@click.option("--ray-temp-dir", default="/tmp/ray", envvar="RAY_HISTORY_RAY_TEMP_DIR", show_envvar=True,
-              type=click.Path(path_type=Path), help="Ray's --temp-dir on this node.")
-@click.option("--namespace", default="default", envvar=_env("RAY_HISTORY_NAMESPACE", "RAY_CLUSTER_NAMESPACE"),
-              show_envvar=True, help="Kubernetes namespace of the Ray cluster.")
-@click.option("--cluster", default="local", envvar=_env("RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"),
-              show_envvar=True, help="Name of the Ray cluster.")
-@click.option("--node", default=None, envvar=_env("RAY_HISTORY_NODE", "POD_NAME"), show_envvar=True,
-              help="This node's name in the archive (default: the host name, i.e. the pod name).")
-@click.option("--role", default="head", envvar=_env("RAY_HISTORY_ROLE", "RAY_ROLE"), show_envvar=True,
-              type=click.Choice(["head", "worker"], case_sensitive=False),
-              help="The head also writes the session manifest and closed.json.")
-@click.option("--owner-kind", default=None, envvar="OWNER_KIND", show_envvar=True,
-              help="Kind of the cluster's owner (RayJob, RayService...).")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8084",
+    envvar="RAY_HISTORY_LISTEN",
+    show_envvar=True,
+    callback=_host_port,
+    help="Where Ray's aggregator agent POSTs events (path /v1/events).",
+)
+@click.option(
+    "--ray-temp-dir",
+    default="/tmp/ray",
+    envvar="RAY_HISTORY_RAY_TEMP_DIR",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="Ray's --temp-dir on this node.",
+)
+@click.option(
+    "--namespace",
+    default="default",
+    envvar=_env("RAY_HISTORY_NAMESPACE", "RAY_CLUSTER_NAMESPACE"),
+    show_envvar=True,
+    help="Kubernetes namespace of the Ray cluster.",
+)
+@click.option(
+    "--cluster",
+    default="local",
+    envvar=_env("RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"),
+    show_envvar=True,
+    help="Name of the Ray cluster.",
+)
+@click.option(
+    "--node",
+    default=None,
+    envvar=_env("RAY_HISTORY_NODE", "POD_NAME"),
+    show_envvar=True,
+    help="This node's name in the archive (default: the host name, i.e. the pod name).",
+)
+@click.option(
+    "--role",
+    default="head",
+    envvar=_env("RAY_HISTORY_ROLE", "RAY_ROLE"),
+    show_envvar=True,
+    type=click.Choice(["head", "worker"], case_sensitive=False),
+    help="The head also writes the session manifest and closed.json.",
+)
+@click.option(
+    "--owner-kind",
+    default=None,
+    envvar="OWNER_KIND",
+    show_envvar=True,
+    help="Kind of the cluster's owner (RayJob, RayService...).",
+)
 @click.option("--owner-name", default=None, envvar="OWNER_NAME", show_envvar=True, help="Name of the owner.")
-@click.option("--label", "labels", multiple=True, envvar="RAY_HISTORY_LABELS", show_envvar=True,
-              callback=_labels, help="KEY=VALUE labels for the session manifest (repeat, or comma-separate).")
-@click.option("--spool-dir", default="/tmp/ray-history-spool", envvar="RAY_HISTORY_SPOOL_DIR",
-              show_envvar=True, type=click.Path(path_type=Path), help="Local write-ahead spool directory.")
-@click.option("--spool-max-mib", default=1024, envvar="RAY_HISTORY_SPOOL_MAX_MIB", show_envvar=True,
-              type=click.IntRange(min=1), help="Past this the collector answers 503 and Ray retries.")
-@click.option("--segment-max-mib", default=64, envvar="RAY_HISTORY_SEGMENT_MAX_MIB", show_envvar=True,
-              type=click.IntRange(min=1), help="Seal a spool segment at this size.")
-@click.option("--seal-interval", default=10.0, envvar="RAY_HISTORY_SEAL_INTERVAL", show_envvar=True,
-              type=click.FloatRange(min=0.1), help="Seal and ship the spool every N seconds.")
-@click.option("--tail-interval", default=2.0, envvar="RAY_HISTORY_TAIL_INTERVAL", show_envvar=True,
-              type=click.FloatRange(min=0.1), help="Read Ray's event files every N seconds.")
-@click.option("--heartbeat-interval", default=30.0, envvar="RAY_HISTORY_HEARTBEAT_INTERVAL", show_envvar=True,
-              type=click.FloatRange(min=1), help="Write this node's heartbeat every N seconds.")
-@click.option("--shutdown-deadline", default=20.0, envvar="RAY_HISTORY_SHUTDOWN_DEADLINE", show_envvar=True,
-              type=click.FloatRange(min=1), help="On SIGTERM, flush within N seconds (a pod's grace period).")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    envvar="RAY_HISTORY_LABELS",
+    show_envvar=True,
+    callback=_labels,
+    help="KEY=VALUE labels for the session manifest (repeat, or comma-separate).",
+)
+@click.option(
+    "--spool-dir",
+    default="/tmp/ray-history-spool",
+    envvar="RAY_HISTORY_SPOOL_DIR",
+    show_envvar=True,
+    type=click.Path(path_type=Path),
+    help="Local write-ahead spool directory.",
+)
+@click.option(
+    "--spool-max-mib",
+    default=1024,
+    envvar="RAY_HISTORY_SPOOL_MAX_MIB",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    help="Past this the collector answers 503 and Ray retries.",
+)
+@click.option(
+    "--segment-max-mib",
+    default=64,
+    envvar="RAY_HISTORY_SEGMENT_MAX_MIB",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    help="Seal a spool segment at this size.",
+)
+@click.option(
+    "--seal-interval",
+    default=10.0,
+    envvar="RAY_HISTORY_SEAL_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(min=0.1),
+    help="Seal and ship the spool every N seconds.",
+)
+@click.option(
+    "--tail-interval",
+    default=2.0,
+    envvar="RAY_HISTORY_TAIL_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(min=0.1),
+    help="Read Ray's event files every N seconds.",
+)
+@click.option(
+    "--heartbeat-interval",
+    default=30.0,
+    envvar="RAY_HISTORY_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(min=1),
+    help="Write this node's heartbeat every N seconds.",
+)
+@click.option(
+    "--shutdown-deadline",
+    default=20.0,
+    envvar="RAY_HISTORY_SHUTDOWN_DEADLINE",
+    show_envvar=True,
+    type=click.FloatRange(min=1),
+    help="On SIGTERM, flush within N seconds (a pod's grace period).",
+)
 def collect(**options: object) -> None:
     """Run the collector sidecar: receive Ray's events and ship them to the archive."""
     from collector.config import MIB, CollectorConfig
@@ -133,11 +219,21 @@ def collect(**options: object) -> None:
 
 
 @main.command()
-@click.option("--workdir", default=".", type=click.Path(path_type=Path, file_okay=False),
-              envvar="RAY_HISTORY_DEMO_DIR", show_envvar=True,
-              help="Where the demo leaves ./ray-history-archive.")
-@click.option("--ray-port", default=6390, envvar="RAY_HISTORY_DEMO_RAY_PORT", show_envvar=True,
-              help="GCS port of the demo's Ray head.")
+@click.option(
+    "--workdir",
+    default=".",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="RAY_HISTORY_DEMO_DIR",
+    show_envvar=True,
+    help="Where the demo leaves ./ray-history-archive.",
+)
+@click.option(
+    "--ray-port",
+    default=6390,
+    envvar="RAY_HISTORY_DEMO_RAY_PORT",
+    show_envvar=True,
+    help="GCS port of the demo's Ray head.",
+)
 def demo(workdir: Path, ray_port: int) -> None:
     """Run a local Ray with the collector and a real workload, then summarise the archive it left."""
     from .demo import run_demo

@@ -6,6 +6,7 @@ with the event stream pointed at the collector. It is stopped by its process gro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -108,7 +109,11 @@ class LocalRay:
 
     def submit_job(self, entrypoint: str, submission_id: str, metadata: dict[str, str],
                    working_dir: Path | None = None) -> str:  # fmt: skip
-        body: dict[str, object] = {"entrypoint": entrypoint, "submission_id": submission_id, "metadata": metadata}
+        body: dict[str, object] = {
+            "entrypoint": entrypoint,
+            "submission_id": submission_id,
+            "metadata": metadata,
+        }
         if working_dir is not None:
             body["runtime_env"] = {"env_vars": {"PYTHONPATH": str(working_dir)}}
         request = urllib.request.Request(
@@ -148,10 +153,8 @@ class LocalRay:
             pgid = None
         if pgid is not None:
             _signal_group(pgid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
             # Raylet, GCS and workers share the group; whatever survived the shutdown goes now.
             deadline = time.monotonic() + 15
             while _group_alive(pgid) and time.monotonic() < deadline:
@@ -164,10 +167,8 @@ class LocalRay:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _group_alive(pgid: int) -> bool:

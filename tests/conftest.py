@@ -30,3 +30,12 @@ def camel_posts() -> list[list[dict[str, Any]]]:
 @pytest.fixture
 def snake_posts() -> list[list[dict[str, Any]]]:
     return fixture_posts("run5_all_posts_snake_case.jsonl")
+
+
+@pytest.fixture(scope="session")
+def ray_run():
+    """The one real Ray run of this test session (Ray is too heavy to start twice on 2 cores)."""
+    from .raycluster import ray_run as start_ray_run
+
+    with start_ray_run() as run:
+        yield run

@@ -56,7 +56,8 @@ def _free_port_pairs(count: int, offset: int = GRPC_OFFSET, host: str = LOOPBACK
         for _ in range(count * 200):
             if len(ports) == count:
                 break
-            port = rng.randrange(15000, 65535 - offset)
+            # Above 20000: Ray hands ports 10002-19999 to its workers.
+            port = rng.randrange(20000, 65535 - offset)
             pair: list[socket.socket] = []
             try:
                 for p in (port, port + offset):

@@ -96,7 +96,9 @@ def test_shutdown_writes_the_manifest_final_marker_and_closed(tmp_path: Path, ca
     (tmp_path / "ray" / "session_latest").symlink_to(session_dir)
     node_hex = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
     (session_dir / f"gcs_server_port_{node_hex}").write_text("6379")
-    (session_dir / "logs" / "gcs_server.out").write_text("gcs_server_main.cc:98: Ray cluster metadata ray_version=2.60.0 x\n")
+    (session_dir / "logs" / "gcs_server.out").write_text(
+        "gcs_server_main.cc:98: Ray cluster metadata ray_version=2.60.0 x\n"
+    )
     with collector_thread(tmp_path, owner_kind="RayJob", owner_name="train-7", labels={"team": "ml"}) as collector:
         for post in camel_posts:
             httpx.post(f"{collector.url}/v1/events", json=post)
@@ -105,7 +107,11 @@ def test_shutdown_writes_the_manifest_final_marker_and_closed(tmp_path: Path, ca
     manifest = documents.decode(storage.get(layout.manifest_key(ref)), documents.Manifest)
     assert manifest.ray_version == "2.60.0"
     assert manifest.head_ray_node_id == node_hex
-    assert (manifest.owner.kind, manifest.owner.name, manifest.labels) == ("RayJob", "train-7", {"team": "ml"})
+    assert (manifest.owner.kind, manifest.owner.name, manifest.labels) == (
+        "RayJob",
+        "train-7",
+        {"team": "ml"},
+    )
     marker = documents.decode(storage.get(layout.node_marker_key(ref, "node-a")), documents.NodeMarker)
     assert marker.final and marker.events_uploaded == sum(len(post) for post in camel_posts)
     closed = documents.decode(storage.get(layout.closed_key(ref)), documents.Closed)
@@ -142,9 +148,7 @@ def test_uploads_wait_out_an_object_store_that_is_down(tmp_path: Path, camel_pos
                 time.sleep(0.5)
             assert collector.spool.size_bytes == 0
             rows = [
-                row
-                for info in storage.list("events/")
-                for row in table_rows(parquet_to_table(storage.get(info.key)))
+                row for info in storage.list("events/") for row in table_rows(parquet_to_table(storage.get(info.key)))
             ]
             assert len(rows) == len({event["eventId"] for post in camel_posts for event in post})
         finally:

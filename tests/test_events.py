@@ -98,7 +98,10 @@ def test_driver_job_carries_its_submission_id(camel_posts) -> None:
         ({"eventType": "TASK_DEFINITION_EVENT", "timestamp": "2026-11-28T19:04:08Z"}, "eventId"),
         ({"eventId": "AAAA", "timestamp": "2026-11-28T19:04:08Z"}, "eventType"),
         ({"eventId": "AAAA", "eventType": "X", "timestamp": "noon", "sessionName": "s"}, "RFC 3339"),
-        ({"eventId": "%%%", "eventType": "X", "timestamp": "2026-11-28T19:04:08Z", "sessionName": "s"}, "base64"),
+        (
+            {"eventId": "%%%", "eventType": "X", "timestamp": "2026-11-28T19:04:08Z", "sessionName": "s"},
+            "base64",
+        ),
     ],
 )
 def test_malformed_events_are_refused_with_the_reason(event, reason) -> None:

@@ -48,9 +48,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 
 
 def _s3(endpoint: str, access_key: str, secret_key: str, prefix: str) -> S3Storage:
-    options = S3Options(
-        endpoint_url=endpoint, region="us-east-1", access_key=access_key, secret_key=secret_key
-    )
+    options = S3Options(endpoint_url=endpoint, region="us-east-1", access_key=access_key, secret_key=secret_key)
     return S3Storage(BUCKET, prefix, options)
 
 
@@ -400,9 +398,7 @@ def test_s3_options_from_env() -> None:
     }
     options = S3Options.from_env(env)
     assert options == S3Options("http://s3-only:9000", "eu-west-1", False)
-    assert (
-        S3Options.from_env({"AWS_ENDPOINT_URL": "http://g:1", "AWS_REGION": "r"}).endpoint_url == "http://g:1"
-    )
+    assert S3Options.from_env({"AWS_ENDPOINT_URL": "http://g:1", "AWS_REGION": "r"}).endpoint_url == "http://g:1"
     assert S3Options.from_env({"AWS_REGION": "r", "AWS_DEFAULT_REGION": "d"}).region == "r"
     assert S3Options.from_env({"RAY_HISTORY_S3_PATH_STYLE": "1"}).path_style is True
     assert S3Options.from_env({"RAY_HISTORY_S3_PATH_STYLE": "0"}).path_style is False

@@ -1,0 +1,75 @@
+"""`ray-history demo`: a local Ray with the event stream on, the collector, a real workload, the archive."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from archive.storage import open_storage
+
+from .localray import LocalRay, event_stream_env, free_port
+from .summary import summarise_archive
+from .workloads import probe
+
+
+def _step(message: str) -> None:
+    click.echo(click.style("==> ", fg="cyan", bold=True) + message, err=True)
+
+
+def _start_collector(archive: Path, port: int, scratch: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "ray_history.cli", "collect", "--archive", str(archive),
+        "--listen", f"127.0.0.1:{port}", "--ray-temp-dir", str(scratch / "ray"), "--spool-dir", str(scratch / "spool"),
+        "--cluster", "demo", "--owner-kind", "RayJob", "--owner-name", "demo-probe", "--label", "team=demo",
+        "--seal-interval", "2",
+    ]  # fmt: skip
+    with open(scratch / "collector.log", "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_demo(workdir: Path, ray_port: int) -> int:
+    archive = workdir / "ray-history-archive"
+    # Ray's socket paths must stay short, so its temp dir sits directly under the system temp dir.
+    scratch = Path(tempfile.mkdtemp(prefix="rh-demo-", dir="/tmp"))
+    collector_port = free_port()
+    _step(f"collector on http://127.0.0.1:{collector_port}/v1/events, archive in {archive}")
+    collector = _start_collector(archive, collector_port, scratch)
+    ray = LocalRay(
+        temp_dir=scratch / "ray", gcs_port=ray_port, dashboard_port=free_port(), metrics_port=free_port(),
+        env=event_stream_env(f"http://127.0.0.1:{collector_port}/v1/events"),
+    )  # fmt: skip
+    status = 0
+    try:
+        _step("starting a local Ray head (10-20 s)")
+        started = time.monotonic()
+        ray.start()
+        _step(f"Ray is up in {time.monotonic() - started:.0f} s; dashboard {ray.dashboard_url}")
+        submission = f"demo-{time.strftime('%H%M%S')}"
+        ray.submit_job(f"{sys.executable} {probe.__file__}", submission, {"owner": "demo", "team": "demo"})
+        _step(f"submitted job {submission}: tasks that succeed, fail, retry and crash; actors; a placement group")
+        info = ray.wait_job(submission)
+        _step(f"job {submission} ended {info.get('status')}")
+        _step("running the same workload as a direct driver")
+        driver = ray.run_driver(Path(probe.__file__))
+        _step(f"driver exited with {driver.returncode}")
+    except Exception as exc:
+        click.echo(f"demo failed: {exc}\nRay: {ray.log_path}\nCollector: {scratch / 'collector.log'}", err=True)
+        status = 1
+    finally:
+        _step("stopping Ray (about 10 s), then the collector (SIGTERM, as at pod deletion)")
+        ray.stop()
+        collector.send_signal(signal.SIGTERM)
+        if collector.wait(timeout=60) != 0:
+            click.echo(f"the collector exited with {collector.returncode}; see {scratch / 'collector.log'}", err=True)
+            status = 1
+    click.echo(summarise_archive(open_storage(str(archive))))
+    if status == 0:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return status

@@ -1,0 +1,81 @@
+"""One real Ray run per test session: SeaweedFS, the collector, Ray with the event stream, a workload.
+
+Everything is recorded while Ray lives (what the state API lists, the submission's status), then
+Ray is stopped and the collector gets SIGTERM, as at the end of a RayJob. Tests read the archive.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from archive.storage import S3Options, Storage, open_storage
+from ray_history.localray import free_port, new_local_ray
+from ray_history.workloads import probe
+
+from .collectors import collector_command, start_collector_process, stop_collector_process, wait_healthy
+from .objectstores import seaweedfs_server
+
+BUCKET = "ray-history"
+PREFIX = "archive"
+SUBMISSION_ID = "probe-submitted"
+
+
+@dataclass
+class RayRun:
+    storage: Storage
+    state: dict[str, list[dict[str, Any]]]
+    submission: dict[str, Any]
+    driver_output: str
+    collector_exit_code: int
+    collector_log: Path
+    session_name: str
+
+
+@contextmanager
+def ray_run() -> Iterator[RayRun]:
+    # Ray's socket paths must stay short: a folder directly under the system temp dir.
+    workdir = Path(tempfile.mkdtemp(prefix="rh-e2e-", dir="/tmp"))
+    with seaweedfs_server(workdir / "seaweedfs") as s3:
+        s3.create_bucket(BUCKET)
+        archive = f"s3://{BUCKET}/{PREFIX}"
+        credentials = {
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+        port = free_port()
+        collector_log = workdir / "collector.log"
+        collector = start_collector_process(
+            collector_command(archive, port, workdir / "spool", workdir / "ray", "--s3-endpoint", s3.endpoint_url,
+                              "--seal-interval", "2", "--cluster", "e2e", "--namespace", "tests"),
+            collector_log, env=credentials,
+        )  # fmt: skip
+        ray = new_local_ray(workdir / "ray", f"http://127.0.0.1:{port}/v1/events")
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", process=collector)
+            ray.start()
+            ray.submit_job(f"{sys.executable} {probe.__file__}", SUBMISSION_ID, {"owner": "tests"})
+            submission = ray.wait_job(SUBMISSION_ID)
+            driver = ray.run_driver(Path(probe.__file__))
+            if driver.returncode != 0:
+                raise RuntimeError(f"the direct driver failed:\n{driver.stderr[-3000:]}")
+            dump = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("ray_state_dump.py")), ray.dashboard_url],
+                capture_output=True, text=True, timeout=120, check=True,
+            )  # fmt: skip
+            state = json.loads(dump.stdout)
+            session_name = (workdir / "ray" / "session_latest").resolve().name
+        finally:
+            ray.stop()
+            exit_code = stop_collector_process(collector)
+        storage = open_storage(archive, S3Options(endpoint_url=s3.endpoint_url, access_key=s3.access_key,
+                                                  secret_key=s3.secret_key, region="us-east-1"))  # fmt: skip
+        yield RayRun(storage, state, submission, driver.stdout, exit_code, collector_log, session_name)
