@@ -24,11 +24,22 @@ READY_TIMEOUT = 120.0
 TERMINAL_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free loopback port from the ephemeral range, which lies above Ray's worker ports (10002-19999)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port from the ephemeral range, which lies above Ray's worker ports (10002-19999).
+
+    The kernel may offer a port again once its socket is closed, and Ray refuses two components on
+    one port, so a port is never handed out twice by this process.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def event_stream_env(collector_url: str) -> dict[str, str]:
