@@ -51,6 +51,10 @@ def encode_record(record: Record) -> bytes:
     return _encoder.encode(record)
 
 
+def decode_record(data: bytes) -> Record:
+    return _decoder.decode(data)
+
+
 def json_array(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
@@ -131,7 +135,7 @@ def _convert_segment(path: Path) -> ConvertedSegment:
     by_session: dict[str, list[dict[str, Any]]] = {}
     seen: set[str] = set()
     for raw in read_records(path):
-        record = _decoder.decode(raw)
+        record = decode_record(raw)
         rows, bad = _record_rows(record)
         result.quarantined += bad
         for row in rows:

@@ -17,7 +17,7 @@ from .app import create_app
 from .config import CollectorConfig
 from .ingest import Deduper, Ingest, remembered_ids
 from .metrics import CollectorMetrics
-from .records import _decoder as record_decoder
+from .records import decode_record
 from .sessions import SessionDocuments, SessionFacts
 from .shipper import Loop, Shipper
 from .spool import Spool, read_records
@@ -53,7 +53,7 @@ class Collector:
         deduper = Deduper(self.config.dedup_capacity)
         for segment in self.spool.sealed_segments():
             for raw in read_records(segment.path):
-                deduper.add(remembered_ids(record_decoder.decode(raw)))
+                deduper.add(remembered_ids(decode_record(raw)))
         return deduper
 
     def _on_session(self, session_dir: Path) -> None:

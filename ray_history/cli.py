@@ -8,11 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import s3_options, storage_from_options
-
-
-def _env(*names: str) -> list[str]:
-    return list(names)
+from .options import storage_from_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -48,11 +44,11 @@ def _host_port(_: click.Context, __: click.Parameter, value: str) -> tuple[str, 
 def archive_options(func):  # type: ignore[no-untyped-def]
     """--archive and the S3 settings, shared by every subcommand that reads or writes the archive."""
     options = [
-        click.option("--archive", default="./ray-history-archive", envvar=_env("RAY_HISTORY_ARCHIVE"),
+        click.option("--archive", default="./ray-history-archive", envvar=["RAY_HISTORY_ARCHIVE"],
                      show_envvar=True, help="Where the archive lives: a directory, file:///path or s3://bucket/prefix."),
-        click.option("--s3-endpoint", default=None, envvar=_env("RAY_HISTORY_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
+        click.option("--s3-endpoint", default=None, envvar=["RAY_HISTORY_S3_ENDPOINT", "AWS_ENDPOINT_URL"],
                      show_envvar=True, help="S3 endpoint URL (MinIO, SeaweedFS...); AWS when unset."),
-        click.option("--s3-region", default=None, envvar=_env("RAY_HISTORY_S3_REGION", "AWS_REGION"),
+        click.option("--s3-region", default=None, envvar=["RAY_HISTORY_S3_REGION", "AWS_REGION"],
                      show_envvar=True, help="S3 region."),
         click.option("--s3-path-style/--s3-virtual-hosted", default=True, envvar="RAY_HISTORY_S3_PATH_STYLE",
                      show_envvar=True, help="Path-style addressing (what MinIO and SeaweedFS want)."),
@@ -83,28 +79,28 @@ def archive_options(func):  # type: ignore[no-untyped-def]
 @click.option(
     "--namespace",
     default="default",
-    envvar=_env("RAY_HISTORY_NAMESPACE", "RAY_CLUSTER_NAMESPACE"),
+    envvar=["RAY_HISTORY_NAMESPACE", "RAY_CLUSTER_NAMESPACE"],
     show_envvar=True,
     help="Kubernetes namespace of the Ray cluster.",
 )
 @click.option(
     "--cluster",
     default="local",
-    envvar=_env("RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"),
+    envvar=["RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"],
     show_envvar=True,
     help="Name of the Ray cluster.",
 )
 @click.option(
     "--node",
     default=None,
-    envvar=_env("RAY_HISTORY_NODE", "POD_NAME"),
+    envvar=["RAY_HISTORY_NODE", "POD_NAME"],
     show_envvar=True,
     help="This node's name in the archive (default: the host name, i.e. the pod name).",
 )
 @click.option(
     "--role",
     default="head",
-    envvar=_env("RAY_HISTORY_ROLE", "RAY_ROLE"),
+    envvar=["RAY_HISTORY_ROLE", "RAY_ROLE"],
     show_envvar=True,
     type=click.Choice(["head", "worker"], case_sensitive=False),
     help="The head also writes the session manifest and closed.json.",
@@ -239,9 +235,6 @@ def demo(workdir: Path, ray_port: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(workdir.resolve(), ray_port))
-
-
-__all__ = ["main", "s3_options"]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from collector.ingest import Deduper, Ingest
 from collector.metrics import CollectorMetrics
-from collector.records import _decoder
+from collector.records import decode_record
 from collector.spool import Spool, read_records
 from collector.tailer import EventFileTailer
 
@@ -37,7 +37,7 @@ def _shipped(spool: Spool) -> list[dict]:
     rows = []
     for segment in spool.sealed_segments():
         for raw in read_records(segment.path):
-            record = _decoder.decode(raw)
+            record = decode_record(raw)
             rows.extend({"session": record.session, "kind": record.kind, **e} for e in json.loads(record.body))
     return rows
 
