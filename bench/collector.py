@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -23,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from archive.storage import open_storage
-from ray_history.localray import free_port
+from ray_history.localray import collector_command, free_port, wait_healthy
 
 from .synth import Synth, post_bodies
 from .table import print_table
@@ -64,19 +66,6 @@ class ProcessWatch(threading.Thread):
         self.join()
 
 
-def _wait_healthy(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError("the collector did not start")
-
-
 def run(events: int, batch: int, workdir: Path) -> list[tuple[str, str]]:
     print(f"generating {events:,} synthetic events in {batch}-event POSTs...", file=sys.stderr)
     bodies = [body for body, _ in post_bodies(Synth(seed=1).events(events), batch=batch)]
@@ -84,17 +73,12 @@ def run(events: int, batch: int, workdir: Path) -> list[tuple[str, str]]:
     sample = b"".join(bodies[: max(1, len(bodies) // 10)])
     gzip_share = len(gzip.compress(sample, compresslevel=6)) / len(sample)
 
-    import subprocess
-
     port = free_port()
     archive = workdir / "archive"
-    command = [
-        sys.executable, "-m", "ray_history.cli", "--log-level", "WARNING", "collect", "--archive", str(archive),
-        "--listen", f"127.0.0.1:{port}", "--spool-dir", str(workdir / "spool"), "--ray-temp-dir", str(workdir / "ray"),
-        "--shutdown-deadline", "600",
-    ]  # fmt: skip
-    collector = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-    _wait_healthy(port)
+    command = collector_command(str(archive), port, workdir / "spool", workdir / "ray", "--shutdown-deadline", "600")
+    quiet = {**os.environ, "RAY_HISTORY_LOG_LEVEL": "WARNING"}
+    collector = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True, env=quiet)
+    wait_healthy(f"http://127.0.0.1:{port}", process=collector)
     watch = ProcessWatch(collector.pid)
     watch.start()
 

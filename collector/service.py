@@ -59,7 +59,8 @@ class Collector:
     def _on_session(self, session_dir: Path) -> None:
         name = session_dir.name
         known = self.documents.sessions.get(name)
-        if known is None or known.ray_version is None or known.ray_node_id is None:
+        # Only the head's GCS logs the Ray version: workers stop looking once they know their node id.
+        if known is None or known.ray_node_id is None or (self.config.is_head and known.ray_version is None):
             self.documents.observe(
                 name,
                 SessionFacts(
@@ -71,7 +72,7 @@ class Collector:
             self.ingest.node_id = self.documents.sessions[name].ray_node_id
         if self.current_session not in (None, name):
             # Ray restarted in this pod: the old session is over.
-            self._write_closed(self.current_session, "Ray restarted with a new session")
+            self._retire(self.current_session)
         self.current_session = name
         self.ingest.session = name
 
@@ -91,6 +92,13 @@ class Collector:
             self.documents.write_node_markers(final=final, counts=self.shipper.counts())
         except StorageError as exc:
             log.warning("could not write the heartbeat: %s", exc)
+
+    def _retire(self, session: str) -> None:
+        try:
+            self.documents.retire(session, self.shipper.counts())
+        except StorageError as exc:
+            log.warning("could not write the final marker of %s: %s", session, exc)
+        self._write_closed(session, "Ray restarted with a new session")
 
     def _write_closed(self, session: str, reason: str) -> None:
         try:

@@ -36,6 +36,8 @@ class SessionDocuments:
         self.storage = storage
         self.started_at_ms = now_ms()
         self.sessions: dict[str, SessionFacts] = {}
+        # Sessions Ray has moved on from: their final marker is written; no more heartbeats for them.
+        self.retired: set[str] = set()
         self._written_manifest: dict[str, bytes] = {}
 
     def ref(self, session: str) -> layout.SessionRef:
@@ -75,8 +77,11 @@ class SessionDocuments:
             self._put(layout.manifest_key(self.ref(session)), data, session)
             self._written_manifest[session] = data
 
-    def write_node_markers(self, final: bool, counts: dict[str, int]) -> None:
+    def write_node_markers(self, final: bool, counts: dict[str, int], only: str | None = None) -> None:
+        """Heartbeats for the live sessions, or (final) the last marker of every session (or of `only`)."""
         for session, facts in self.sessions.items():
+            if (only is not None and session != only) or (session in self.retired and not final):
+                continue
             marker = documents.NodeMarker(
                 node=self.config.node,
                 role=self.config.role,
@@ -89,6 +94,11 @@ class SessionDocuments:
             )
             key = layout.node_marker_key(self.ref(session), self.config.node)
             self._put(key, documents.encode(marker), session)
+
+    def retire(self, session: str, counts: dict[str, int]) -> None:
+        """Ray restarted with a new session: this node is done with the old one."""
+        self.write_node_markers(final=True, counts=counts, only=session)
+        self.retired.add(session)
 
     def write_closed(self, session: str, reason: str) -> None:
         if not self.config.is_head:

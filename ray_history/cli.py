@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .options import storage_from_options
+from archive.storage import Storage
+
+from .options import ArchiveOptions
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option(
-    "--log-level", default="INFO", envvar="RAY_HISTORY_LOG_LEVEL", show_envvar=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)  # fmt: skip
-def main(log_level: str) -> None:
-    """Keep Ray's events, logs and metrics after the cluster is gone, and browse them."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setting(flag: str, env: str | list[str], text: str, **kwargs: Any) -> Decorator:
+    """A flag that also reads its environment variable(s), and says so in --help."""
+    return click.option(flag, envvar=env, show_envvar=True, help=text, **kwargs)
 
 
 def _labels(_: click.Context, __: click.Parameter, value: tuple[str, ...] | str | None) -> dict[str, str]:
-    items: list[str] = []
-    for entry in (value,) if isinstance(value, str) else value or ():
-        items.extend(part for part in entry.split(",") if part.strip())
     labels = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"labels are KEY=VALUE, got {item!r}")
-        labels[key.strip()] = val.strip()
+    for entry in (value,) if isinstance(value, str) else value or ():
+        for item in filter(str.strip, entry.split(",")):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise click.BadParameter(f"labels are KEY=VALUE, got {item!r}")
+            labels[key.strip()] = val.strip()
     return labels
 
 
@@ -41,195 +40,165 @@ def _host_port(_: click.Context, __: click.Parameter, value: str) -> tuple[str, 
     return host or "127.0.0.1", int(port)
 
 
-def archive_options(func):  # type: ignore[no-untyped-def]
+def archive_settings(func: Callable[..., Any]) -> Callable[..., Any]:
     """--archive and the S3 settings, shared by every subcommand that reads or writes the archive."""
-    options = [
-        click.option("--archive", default="./ray-history-archive", envvar=["RAY_HISTORY_ARCHIVE"],
-                     show_envvar=True, help="Where the archive lives: a directory, file:///path or s3://bucket/prefix."),
-        click.option("--s3-endpoint", default=None, envvar=["RAY_HISTORY_S3_ENDPOINT", "AWS_ENDPOINT_URL"],
-                     show_envvar=True, help="S3 endpoint URL (MinIO, SeaweedFS...); AWS when unset."),
-        click.option("--s3-region", default=None, envvar=["RAY_HISTORY_S3_REGION", "AWS_REGION"],
-                     show_envvar=True, help="S3 region."),
-        click.option("--s3-path-style/--s3-virtual-hosted", default=True, envvar="RAY_HISTORY_S3_PATH_STYLE",
-                     show_envvar=True, help="Path-style addressing (what MinIO and SeaweedFS want)."),
+    decorators = [
+        setting("--archive", "RAY_HISTORY_ARCHIVE", "Where the archive lives: a directory, file:///path or "
+                "s3://bucket/prefix.", default="./ray-history-archive"),
+        setting("--s3-endpoint", ["RAY_HISTORY_S3_ENDPOINT", "AWS_ENDPOINT_URL"],
+                "S3 endpoint URL (MinIO, SeaweedFS...); AWS when unset.", default=None),
+        setting("--s3-region", ["RAY_HISTORY_S3_REGION", "AWS_REGION"], "S3 region.", default=None),
+        setting("--s3-path-style/--s3-virtual-hosted", "RAY_HISTORY_S3_PATH_STYLE",
+                "Path-style addressing (what MinIO and SeaweedFS want).", default=True),
     ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
+    for decorator in reversed(decorators):
+        func = decorator(func)
     return func
 
 
+def open_archive(archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool) -> Storage:
+    return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style).open()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@setting("--log-level", "RAY_HISTORY_LOG_LEVEL", "How much to log.", default="INFO",
+         type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))  # fmt: skip
+def main(log_level: str) -> None:
+    """Keep Ray's events, logs and metrics after the cluster is gone, and browse them."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 @main.command()
-@archive_options
-@click.option(
+@archive_settings
+@setting(
     "--listen",
+    "RAY_HISTORY_LISTEN",
+    "Where Ray's aggregator agent POSTs events (path /v1/events).",
     default="127.0.0.1:8084",
-    envvar="RAY_HISTORY_LISTEN",
-    show_envvar=True,
     callback=_host_port,
-    help="Where Ray's aggregator agent POSTs events (path /v1/events).",
 )
-@click.option(
+@setting(
     "--ray-temp-dir",
+    "RAY_HISTORY_RAY_TEMP_DIR",
+    "Ray's --temp-dir on this node.",
     default="/tmp/ray",
-    envvar="RAY_HISTORY_RAY_TEMP_DIR",
-    show_envvar=True,
     type=click.Path(path_type=Path),
-    help="Ray's --temp-dir on this node.",
 )
-@click.option(
+@setting(
     "--namespace",
+    ["RAY_HISTORY_NAMESPACE", "RAY_CLUSTER_NAMESPACE"],
+    "Kubernetes namespace of the Ray cluster.",
     default="default",
-    envvar=["RAY_HISTORY_NAMESPACE", "RAY_CLUSTER_NAMESPACE"],
-    show_envvar=True,
-    help="Kubernetes namespace of the Ray cluster.",
 )
-@click.option(
-    "--cluster",
-    default="local",
-    envvar=["RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"],
-    show_envvar=True,
-    help="Name of the Ray cluster.",
-)
-@click.option(
+@setting("--cluster", ["RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"], "Name of the Ray cluster.", default="local")
+@setting(
     "--node",
+    ["RAY_HISTORY_NODE", "POD_NAME"],
+    "This node's name in the archive (default: the host name, i.e. the pod name).",
     default=None,
-    envvar=["RAY_HISTORY_NODE", "POD_NAME"],
-    show_envvar=True,
-    help="This node's name in the archive (default: the host name, i.e. the pod name).",
 )
-@click.option(
+@setting(
     "--role",
+    ["RAY_HISTORY_ROLE", "RAY_ROLE"],
+    "The head also writes the session manifest and closed.json.",
     default="head",
-    envvar=["RAY_HISTORY_ROLE", "RAY_ROLE"],
-    show_envvar=True,
     type=click.Choice(["head", "worker"], case_sensitive=False),
-    help="The head also writes the session manifest and closed.json.",
 )
-@click.option(
-    "--owner-kind",
-    default=None,
-    envvar="OWNER_KIND",
-    show_envvar=True,
-    help="Kind of the cluster's owner (RayJob, RayService...).",
-)
-@click.option("--owner-name", default=None, envvar="OWNER_NAME", show_envvar=True, help="Name of the owner.")
-@click.option(
+@setting("--owner-kind", "OWNER_KIND", "Kind of the cluster's owner (RayJob, RayService...).", default=None)
+@setting("--owner-name", "OWNER_NAME", "Name of the cluster's owner.", default=None)
+@setting(
     "--label",
-    "labels",
+    "RAY_HISTORY_LABELS",
+    "KEY=VALUE labels for the session manifest (repeat, or comma-separate).",
     multiple=True,
-    envvar="RAY_HISTORY_LABELS",
-    show_envvar=True,
     callback=_labels,
-    help="KEY=VALUE labels for the session manifest (repeat, or comma-separate).",
 )
-@click.option(
+@setting(
     "--spool-dir",
+    "RAY_HISTORY_SPOOL_DIR",
+    "Local write-ahead spool directory.",
     default="/tmp/ray-history-spool",
-    envvar="RAY_HISTORY_SPOOL_DIR",
-    show_envvar=True,
     type=click.Path(path_type=Path),
-    help="Local write-ahead spool directory.",
 )
-@click.option(
+@setting(
     "--spool-max-mib",
+    "RAY_HISTORY_SPOOL_MAX_MIB",
+    "Past this the collector answers 503 and Ray retries.",
     default=1024,
-    envvar="RAY_HISTORY_SPOOL_MAX_MIB",
-    show_envvar=True,
     type=click.IntRange(min=1),
-    help="Past this the collector answers 503 and Ray retries.",
 )
-@click.option(
+@setting(
     "--segment-max-mib",
+    "RAY_HISTORY_SEGMENT_MAX_MIB",
+    "Seal a spool segment at this size.",
     default=64,
-    envvar="RAY_HISTORY_SEGMENT_MAX_MIB",
-    show_envvar=True,
     type=click.IntRange(min=1),
-    help="Seal a spool segment at this size.",
 )
-@click.option(
+@setting(
     "--seal-interval",
+    "RAY_HISTORY_SEAL_INTERVAL",
+    "Seal and ship the spool every N seconds.",
     default=10.0,
-    envvar="RAY_HISTORY_SEAL_INTERVAL",
-    show_envvar=True,
     type=click.FloatRange(min=0.1),
-    help="Seal and ship the spool every N seconds.",
 )
-@click.option(
+@setting(
     "--tail-interval",
+    "RAY_HISTORY_TAIL_INTERVAL",
+    "Read Ray's event files every N seconds.",
     default=2.0,
-    envvar="RAY_HISTORY_TAIL_INTERVAL",
-    show_envvar=True,
     type=click.FloatRange(min=0.1),
-    help="Read Ray's event files every N seconds.",
 )
-@click.option(
+@setting(
     "--heartbeat-interval",
+    "RAY_HISTORY_HEARTBEAT_INTERVAL",
+    "Write this node's heartbeat every N seconds.",
     default=30.0,
-    envvar="RAY_HISTORY_HEARTBEAT_INTERVAL",
-    show_envvar=True,
     type=click.FloatRange(min=1),
-    help="Write this node's heartbeat every N seconds.",
 )
-@click.option(
+@setting(
     "--shutdown-deadline",
+    "RAY_HISTORY_SHUTDOWN_DEADLINE",
+    "On SIGTERM, flush within N seconds (a pod's grace period).",
     default=20.0,
-    envvar="RAY_HISTORY_SHUTDOWN_DEADLINE",
-    show_envvar=True,
     type=click.FloatRange(min=1),
-    help="On SIGTERM, flush within N seconds (a pod's grace period).",
 )
-def collect(**options: object) -> None:
+def collect(
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool,
+    listen: tuple[str, int], ray_temp_dir: Path, namespace: str, cluster: str, node: str | None, role: str,
+    owner_kind: str | None, owner_name: str | None, label: dict[str, str], spool_dir: Path,
+    spool_max_mib: int, segment_max_mib: int, seal_interval: float, tail_interval: float,
+    heartbeat_interval: float, shutdown_deadline: float,
+) -> None:  # fmt: skip
     """Run the collector sidecar: receive Ray's events and ship them to the archive."""
     from collector.config import MIB, CollectorConfig
     from collector.service import Collector
 
-    host, port = options["listen"]  # type: ignore[misc]
+    host, port = listen
     config = CollectorConfig(
-        archive=str(options["archive"]),
-        listen_host=host,
-        listen_port=port,
-        ray_temp_dir=options["ray_temp_dir"],  # type: ignore[arg-type]
-        namespace=str(options["namespace"]),
-        cluster=str(options["cluster"]),
-        role=str(options["role"]).lower(),
-        owner_kind=options["owner_kind"],  # type: ignore[arg-type]
-        owner_name=options["owner_name"],  # type: ignore[arg-type]
-        labels=options["labels"],  # type: ignore[arg-type]
-        spool_dir=options["spool_dir"],  # type: ignore[arg-type]
-        spool_max_bytes=int(options["spool_max_mib"]) * MIB,  # type: ignore[call-overload]
-        segment_max_bytes=int(options["segment_max_mib"]) * MIB,  # type: ignore[call-overload]
-        seal_interval=float(options["seal_interval"]),  # type: ignore[arg-type]
-        tail_interval=float(options["tail_interval"]),  # type: ignore[arg-type]
-        heartbeat_interval=float(options["heartbeat_interval"]),  # type: ignore[arg-type]
-        shutdown_deadline=float(options["shutdown_deadline"]),  # type: ignore[arg-type]
-        **({"node": str(options["node"])} if options["node"] else {}),
-    )
-    storage = storage_from_options(options)
-    collector = Collector(config, storage)
+        archive=archive, listen_host=host, listen_port=port, ray_temp_dir=ray_temp_dir, namespace=namespace,
+        cluster=cluster, role=role.lower(), owner_kind=owner_kind, owner_name=owner_name, labels=label,
+        spool_dir=spool_dir, spool_max_bytes=spool_max_mib * MIB, segment_max_bytes=segment_max_mib * MIB,
+        seal_interval=seal_interval, tail_interval=tail_interval, heartbeat_interval=heartbeat_interval,
+        shutdown_deadline=shutdown_deadline, **({"node": node} if node else {}),
+    )  # fmt: skip
+    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style)
     click.echo(
-        f"collector for {config.namespace}/{config.cluster} node {config.node}: "
-        f"listening on http://{host}:{port}/v1/events, archive {storage.uri}, spool {config.spool_dir}",
+        f"collector for {namespace}/{cluster} node {config.node}: listening on http://{host}:{port}/v1/events, "
+        f"archive {storage.uri}, spool {spool_dir}",
         err=True,
     )
-    collector.serve()
+    Collector(config, storage).serve()
 
 
 @main.command()
-@click.option(
+@setting(
     "--workdir",
+    "RAY_HISTORY_DEMO_DIR",
+    "Where the demo leaves ./ray-history-archive.",
     default=".",
     type=click.Path(path_type=Path, file_okay=False),
-    envvar="RAY_HISTORY_DEMO_DIR",
-    show_envvar=True,
-    help="Where the demo leaves ./ray-history-archive.",
 )
-@click.option(
-    "--ray-port",
-    default=6390,
-    envvar="RAY_HISTORY_DEMO_RAY_PORT",
-    show_envvar=True,
-    help="GCS port of the demo's Ray head.",
-)
+@setting("--ray-port", "RAY_HISTORY_DEMO_RAY_PORT", "GCS port of the demo's Ray head.", default=6390)
 def demo(workdir: Path, ray_port: int) -> None:
     """Run a local Ray with the collector and a real workload, then summarise the archive it left."""
     from .demo import run_demo

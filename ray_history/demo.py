@@ -14,7 +14,7 @@ import click
 
 from archive.storage import open_storage
 
-from .localray import LocalRay, event_stream_env, free_port
+from .localray import LocalRay, collector_command, event_stream_env, free_port, wait_healthy
 from .summary import summarise_archive
 from .workloads import probe
 
@@ -24,12 +24,11 @@ def _step(message: str) -> None:
 
 
 def _start_collector(archive: Path, port: int, scratch: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "ray_history.cli", "collect", "--archive", str(archive),
-        "--listen", f"127.0.0.1:{port}", "--ray-temp-dir", str(scratch / "ray"), "--spool-dir", str(scratch / "spool"),
+    command = collector_command(
+        str(archive), port, scratch / "spool", scratch / "ray",
         "--cluster", "demo", "--owner-kind", "RayJob", "--owner-name", "demo-probe", "--label", "team=demo",
         "--seal-interval", "2",
-    ]  # fmt: skip
+    )  # fmt: skip
     with open(scratch / "collector.log", "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -47,6 +46,7 @@ def run_demo(workdir: Path, ray_port: int) -> int:
     )  # fmt: skip
     status = 0
     try:
+        wait_healthy(f"http://127.0.0.1:{collector_port}", process=collector)
         _step("starting a local Ray head (10-20 s)")
         started = time.monotonic()
         ray.start()

@@ -53,6 +53,31 @@ def event_stream_env(collector_url: str) -> dict[str, str]:
     }
 
 
+def collector_command(archive: str, port: int, spool_dir: Path, ray_temp_dir: Path, *extra: str) -> list[str]:
+    """`ray-history collect` as the demo, the tests and the benchmark run it: this Python, loopback."""
+    return [
+        sys.executable, "-m", "ray_history.cli", "collect", "--archive", archive,
+        "--listen", f"127.0.0.1:{port}", "--spool-dir", str(spool_dir), "--ray-temp-dir", str(ray_temp_dir),
+        *extra,
+    ]  # fmt: skip
+
+
+def wait_healthy(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a collector or server answers `/healthz`; fail early if its process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited with {process.returncode} before {url} was healthy")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing healthy answered at {url} in {timeout:.0f} s")
+
+
 def _ray_executable() -> str:
     beside_python = Path(sys.executable).with_name("ray")
     found = str(beside_python) if beside_python.exists() else shutil.which("ray")

@@ -1,23 +1,29 @@
-"""Turning CLI options into the objects they configure."""
+"""The archive settings every subcommand shares, turned into the storage they name."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 from archive.storage import S3Options, Storage, open_storage
 
 
-def s3_options(options: Mapping[str, object]) -> S3Options:
-    """Flags win over the AWS environment variables boto3 would read anyway."""
-    base = S3Options.from_env()
-    return S3Options(
-        endpoint_url=str(options.get("s3_endpoint") or "") or base.endpoint_url,
-        region=str(options.get("s3_region") or "") or base.region,
-        path_style=bool(options.get("s3_path_style", base.path_style)),
-        access_key=base.access_key,
-        secret_key=base.secret_key,
-    )
+@dataclass(frozen=True)
+class ArchiveOptions:
+    archive: str
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_path_style: bool = True
 
+    def s3(self) -> S3Options:
+        """Flags win over the AWS environment variables boto3 would read anyway."""
+        base = S3Options.from_env()
+        return S3Options(
+            endpoint_url=self.s3_endpoint or base.endpoint_url,
+            region=self.s3_region or base.region,
+            path_style=self.s3_path_style,
+            access_key=base.access_key,
+            secret_key=base.secret_key,
+        )
 
-def storage_from_options(options: Mapping[str, object]) -> Storage:
-    return open_storage(str(options["archive"]), s3_options(options))
+    def open(self) -> Storage:
+        return open_storage(self.archive, self.s3())

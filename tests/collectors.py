@@ -5,35 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from archive.storage import Storage, open_storage
 from collector.config import CollectorConfig
 from collector.service import Collector
-from ray_history.localray import free_port
-
-
-def wait_healthy(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the collector exited with {process.returncode} before it was healthy")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"no collector answered at {url} in {timeout:.0f} s")
+from ray_history.localray import free_port, wait_healthy
 
 
 @contextmanager
@@ -61,14 +43,6 @@ def collector_thread(tmp_path: Path, storage: Storage | None = None, **settings:
     finally:
         collector.request_stop()
         thread.join(timeout=60)
-
-
-def collector_command(archive: str, port: int, spool_dir: Path, ray_temp_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "ray_history.cli", "collect", "--archive", archive,
-        "--listen", f"127.0.0.1:{port}", "--spool-dir", str(spool_dir), "--ray-temp-dir", str(ray_temp_dir),
-        *extra,
-    ]  # fmt: skip
 
 
 def start_collector_process(command: list[str], log_path: Path, env: dict[str, str] | None = None,

@@ -40,13 +40,6 @@ _WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _MAX_SOCKET_PATH = 100
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A port free right now on `host` (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _free_port_pairs(count: int, offset: int = GRPC_OFFSET, host: str = LOOPBACK) -> list[int]:
     """`count` ports P, each with P and P+offset free, all distinct."""
     held: list[socket.socket] = []

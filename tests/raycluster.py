@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from archive.storage import S3Options, Storage, open_storage
-from ray_history.localray import free_port, new_local_ray
+from ray_history.localray import collector_command, free_port, new_local_ray, wait_healthy
 from ray_history.workloads import probe
 
-from .collectors import collector_command, start_collector_process, stop_collector_process, wait_healthy
+from .collectors import start_collector_process, stop_collector_process
 from .objectstores import seaweedfs_server
 
 BUCKET = "ray-history"

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from archive import documents, layout
 from archive.events import rebuild_event
@@ -157,7 +156,42 @@ def test_uploads_wait_out_an_object_store_that_is_down(tmp_path: Path, camel_pos
             server.stop()
 
 
-@pytest.mark.parametrize("path", ["/v1/events"])
-def test_get_on_the_events_path_is_not_allowed(tmp_path: Path, path: str) -> None:
+def test_get_on_the_events_path_is_not_allowed(tmp_path: Path) -> None:
     with collector_thread(tmp_path) as collector:
-        assert httpx.get(f"{collector.url}{path}").status_code == 405
+        assert httpx.get(f"{collector.url}/v1/events").status_code == 405
+
+
+def test_when_ray_restarts_the_old_session_is_closed_and_the_new_one_beats(tmp_path: Path) -> None:
+    ray_dir = tmp_path / "ray"
+    old, new = ray_dir / "session_old", ray_dir / "session_new"
+    for session in (old, new):
+        (session / "logs").mkdir(parents=True)
+    (ray_dir / "session_latest").symlink_to(old)
+    storage = open_storage(str(tmp_path / "archive"))
+    old_ref = layout.SessionRef("default", "local", "session_old")
+    new_ref = layout.SessionRef("default", "local", "session_new")
+
+    def marker(ref: layout.SessionRef) -> documents.NodeMarker | None:
+        key = layout.node_marker_key(ref, "node-a")
+        if not list(storage.list(key)):
+            return None
+        return documents.decode(storage.get(key), documents.NodeMarker)
+
+    def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 15
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    with collector_thread(tmp_path, storage=storage, heartbeat_interval=1.0):
+        wait_for(lambda: marker(old_ref) is not None, "the first session's heartbeat")
+        assert not marker(old_ref).final  # type: ignore[union-attr]
+        (ray_dir / "session_latest").unlink()
+        (ray_dir / "session_latest").symlink_to(new)
+        wait_for(lambda: marker(new_ref) is not None, "the new session's heartbeat")
+        assert marker(old_ref).final  # type: ignore[union-attr]
+        assert list(storage.list(layout.closed_key(old_ref)))
+        assert not marker(new_ref).final  # type: ignore[union-attr]
+        beat = marker(new_ref).last_heartbeat_ms  # type: ignore[union-attr]
+        wait_for(lambda: marker(new_ref).last_heartbeat_ms > beat, "a second heartbeat")  # type: ignore[union-attr]
+        assert marker(old_ref).final  # type: ignore[union-attr]

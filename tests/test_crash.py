@@ -15,9 +15,9 @@ from archive.ids import b64_to_hex
 from archive.parquet import parquet_to_table
 from archive.storage import open_storage
 from bench.synth import Synth, post_bodies
-from ray_history.localray import free_port
+from ray_history.localray import collector_command, free_port, wait_healthy
 
-from .collectors import collector_command, start_collector_process, stop_collector_process, wait_healthy
+from .collectors import start_collector_process, stop_collector_process
 
 
 def _post_until_refused(url: str, bodies, acked: list[str], stop: threading.Event) -> None:
