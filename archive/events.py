@@ -147,6 +147,12 @@ def format_timestamp(ns: int) -> str:
     return f"{whole}.{nanos:09d}Z"
 
 
+def _is_protobuf_spelling(value: str) -> bool:
+    """True when format_timestamp gives `value` back: 0, 3, 6 or 9 digits, none ending in '000'."""
+    digits = value[20:-1]
+    return not digits or (len(digits) in (3, 6, 9) and not digits.endswith("000"))
+
+
 # --- Ray event stream -------------------------------------------------------------------------
 
 
@@ -203,7 +209,7 @@ def ray_event_to_row(event: Any, default_session: str | None = None) -> dict[str
         raise MalformedEvent(f"eventId is not base64: {event_id!r}") from exc
     original_timestamp = event.pop("timestamp", None)
     timestamp = parse_timestamp_ns(original_timestamp)
-    if format_timestamp(timestamp) != original_timestamp:
+    if not _is_protobuf_spelling(original_timestamp):
         # Not protobuf's own spelling (say, nine digits ending in zeros): keep it, to rebuild it exactly.
         event["timestamp"] = original_timestamp
 

@@ -131,3 +131,14 @@ def test_legacy_event_lines_keep_their_label_and_ids() -> None:
     assert row["state"] == "RAY_WORKER_FAILURE"
     assert row["job_id"] == "02000000"
     assert rebuild_event(row) == line
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["2026-11-28T19:04:24.004150000Z", "2026-11-28T19:04:24.1Z", "2026-11-28T19:04:24.000Z", "2026-11-28T19:04:24Z"],
+)
+def test_any_spelling_of_a_timestamp_rebuilds_exactly(camel_posts, spelling: str) -> None:
+    event = {**camel_posts[0][0], "timestamp": spelling}
+    row = ray_event_to_row(event)
+    assert row["timestamp"] == parse_timestamp_ns(spelling)
+    assert rebuild_event(row) == event
