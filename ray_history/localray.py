@@ -62,20 +62,25 @@ def collector_command(archive: str, port: int, spool_dir: Path, ray_temp_dir: Pa
     ]  # fmt: skip
 
 
-def wait_healthy(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until a collector or server answers `/healthz`; fail early if its process died."""
+def wait_until_answers(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `url` answers 200; fail early if the process meant to serve it has died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the process exited with {process.returncode} before {url} was healthy")
+            raise RuntimeError(f"the process exited with {process.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=5) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing healthy answered at {url} in {timeout:.0f} s")
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing answered at {url} in {timeout:.0f} s")
+
+
+def wait_healthy(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a collector or server at `url` answers `/healthz`."""
+    wait_until_answers(f"{url}/healthz", timeout, process)
 
 
 def _ray_executable() -> str:
@@ -129,19 +134,12 @@ class LocalRay:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"`ray start` exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.dashboard_url}/api/jobs/", timeout=5) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"Ray did not become ready in {READY_TIMEOUT:.0f} s; see {self.log_path}")
+        try:
+            # The Jobs API answers last: when it does, jobs can be submitted.
+            wait_until_answers(f"{self.dashboard_url}/api/jobs/", READY_TIMEOUT, self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"Ray did not become ready: {exc}; see {self.log_path}") from exc
 
     def submit_job(self, entrypoint: str, submission_id: str, metadata: dict[str, str],
                    working_dir: Path | None = None) -> str:  # fmt: skip
