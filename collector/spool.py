@@ -144,11 +144,13 @@ class Spool:
 
     def sealed_segments(self) -> list[Segment]:
         """Segments ready to ship, oldest first (the active one is not among them)."""
-        active = self._active.path if self._active is not None else None
+        # Under the lock: a segment an append is opening at this moment must be seen as active, or it
+        # would be shipped and deleted while acknowledged records are still being written to it.
+        with self._lock:
+            active = self._active.path if self._active is not None else None
+            paths = [path for path in sorted(self.directory.glob(_SEGMENT_GLOB)) if path != active]
         segments = []
-        for path in sorted(self.directory.glob(_SEGMENT_GLOB)):
-            if path == active:
-                continue
+        for path in paths:
             seq = _seq_of(path)
             segments.append(Segment(seq, self.segment_name(seq), path, path.stat().st_size))
         return segments

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import threading
 from pathlib import Path
 
 import pytest
 
+from collector import spool as spool_module
 from collector.spool import Spool, SpoolFull, SpoolWriteError, read_records
 
 
@@ -87,3 +89,25 @@ def test_a_failed_write_keeps_nothing_of_the_record(tmp_path: Path, monkeypatch:
     spool.append(b"next")
     spool.seal()
     assert _records(spool) == [b"kept", b"next"]
+
+
+def test_a_segment_being_opened_is_never_listed_as_sealed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipper lists while POSTs append. A segment the appender has just created is active: shipping
+    # (and then deleting) it would lose every record appended to it afterwards.
+    spool = Spool(tmp_path, max_bytes=1 << 30, segment_max_bytes=1 << 20)
+    listed: list[str] = []
+    listers: list[threading.Thread] = []
+    fsync_dir = spool_module._fsync_dir
+
+    def list_meanwhile(path: Path) -> None:
+        fsync_dir(path)
+        lister = threading.Thread(target=lambda: listed.extend(s.name for s in spool.sealed_segments()))
+        lister.start()
+        lister.join(timeout=0.2)  # the shipper runs while the appender is still opening the segment
+        listers.append(lister)
+
+    monkeypatch.setattr(spool_module, "_fsync_dir", list_meanwhile)
+    spool.append(b"acknowledged")
+    for lister in listers:
+        lister.join()
+    assert listed == []
