@@ -41,3 +41,14 @@ class CollectorMetrics:
         self.lag_seconds = Gauge(
             f"{ns}_lag_seconds", "Age of the oldest data not yet in the archive.", registry=self.registry
         )
+        self.log_bytes = Counter(
+            f"{ns}_log_bytes_shipped", "Bytes of Ray's log files shipped to the archive.", registry=self.registry
+        )
+        self.scrape_failures = Counter(
+            f"{ns}_scrape_failures", "Failed scrapes of a Prometheus endpoint, by target.", ["target"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.poll_failures = Counter(
+            f"{ns}_dashboard_poll_failures", "Failed polls of the head's dashboard, by endpoint.", ["endpoint"],
+            registry=self.registry,
+        )  # fmt: skip

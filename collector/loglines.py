@@ -1,0 +1,199 @@
+"""Turning a chunk of a log file into line rows (schema.LOGS), vectorised: no Python object per line.
+
+A chunk's lines are found with numpy, and the text column is built straight from the chunk's bytes
+with the newlines taken out, so shipping runs at the speed of zstd rather than of the interpreter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archive.schema import LOGS
+
+_ROTATION = re.compile(r"\.\d+$")
+_HEX8 = "[0-9a-f]{8}"
+_HEX56 = "[0-9a-f]{56}"
+_NAME_PATTERNS = (
+    re.compile(rf"^worker-(?P<worker_id>{_HEX56})-(?P<job_id>{_HEX8})-(?P<pid>\d+)\.(?:out|err)$"),
+    re.compile(rf"^python-core-worker-(?P<worker_id>{_HEX56})_(?P<pid>\d+)\.log$"),
+    re.compile(rf"^python-core-driver-(?P<worker_id>(?P<job_id>{_HEX8})f{{48}})_(?P<pid>\d+)\.log$"),
+    re.compile(r"^job-driver-(?P<submission_id>.+)\.log$"),
+    re.compile(r"^supervisor-(?P<submission_id>.+)\.log$"),
+    re.compile(rf"^runtime_env_setup-(?P<job_id>{_HEX8})\.log$"),
+)
+_NO_JOB = "ffffffff"  # a worker started before any job claimed it
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What a log file's name says about whose output it holds."""
+
+    job_id: str | None = None
+    worker_id: str | None = None
+    pid: int | None = None
+    submission_id: str | None = None
+
+    @property
+    def is_worker_output(self) -> bool:
+        """Worker .out/.err files carry Ray's `:task_name:` / `:actor_name:` / `:job_id:` markers."""
+        return self.worker_id is not None and self.submission_id is None
+
+
+def identify(file_name: str) -> FileIdentity:
+    """Parse Ray's log file names; a rotated file (`.1`, `.2`) is named like the file it was."""
+    name = _ROTATION.sub("", file_name.rsplit("/", 1)[-1])
+    for pattern in _NAME_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            found = match.groupdict()
+            job = found.get("job_id")
+            return FileIdentity(
+                job_id=None if job in (None, _NO_JOB) else job,
+                worker_id=found.get("worker_id"),
+                pid=int(found["pid"]) if found.get("pid") else None,
+                submission_id=found.get("submission_id"),
+            )
+    return FileIdentity()
+
+
+@dataclass
+class Attribution:
+    """Whose output the next line is: carried from one chunk of a file to the next."""
+
+    job_id: str | None = None
+    task_name: str | None = None
+    actor_name: str | None = None
+
+
+@dataclass(frozen=True)
+class FileChunk:
+    """Bytes read from one file, and where they sit in it."""
+
+    node: str
+    node_id: str | None
+    file: str
+    file_id: str
+    offset: int
+    line_number: int  # the line the chunk's first byte belongs to
+    data: bytes
+    read_at_ns: int
+
+
+def chunk_rows(chunk: FileChunk, identity: FileIdentity, attribution: Attribution) -> tuple[pa.Table, int]:
+    """The chunk as rows, and the line number of its next byte. Updates `attribution` past the chunk."""
+    data = chunk.data
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    complete = len(newlines)
+    tail = len(data) > (int(newlines[-1]) + 1 if complete else 0)
+    count = complete + int(tail)
+    starts = np.empty(count, dtype=np.int64)
+    if count:
+        starts[0] = 0
+        starts[1:] = newlines[: count - 1] + 1
+    # Line i is preceded by i newlines: with them taken out, its text starts at starts[i] - i.
+    stripped = data.replace(b"\n", b"")
+    offsets = np.empty(count + 1, dtype=np.int32)
+    offsets[:count] = starts - np.arange(count)
+    offsets[count] = len(stripped)
+    text, raw = _text_columns(count, offsets, stripped)
+    newline = np.ones(count, dtype=bool)
+    if tail:
+        newline[-1] = False
+    columns = {
+        "node": pa.repeat(chunk.node, count),
+        "node_id": pa.repeat(pa.scalar(chunk.node_id, pa.string()), count),
+        "file": pa.repeat(chunk.file, count),
+        "file_id": pa.repeat(chunk.file_id, count),
+        "offset": pa.array(starts + chunk.offset),
+        "line_number": pa.array(np.arange(chunk.line_number, chunk.line_number + count, dtype=np.int64)),
+        "text": text,
+        "raw": raw,
+        "newline": pa.array(newline),
+        "job_id": pa.repeat(pa.scalar(attribution.job_id or identity.job_id, pa.string()), count),
+        "worker_id": pa.repeat(pa.scalar(identity.worker_id, pa.string()), count),
+        "pid": pa.repeat(pa.scalar(identity.pid, pa.int32()), count),
+        "submission_id": pa.repeat(pa.scalar(identity.submission_id, pa.string()), count),
+        "task_name": pa.repeat(pa.scalar(attribution.task_name, pa.string()), count),
+        "actor_name": pa.repeat(pa.scalar(attribution.actor_name, pa.string()), count),
+        "read_at": pa.repeat(pa.scalar(chunk.read_at_ns, pa.timestamp("ns", tz="UTC")), count),
+        "omitted_bytes": pa.nulls(count, pa.int64()),
+        "omitted_reason": pa.nulls(count, pa.string()),
+    }
+    if identity.is_worker_output and count:
+        # A marker still being written (no newline yet) is read once it is whole.
+        _attribute(columns, text, count - int(tail), identity, attribution)
+    return pa.table(columns, schema=LOGS), chunk.line_number + complete
+
+
+def omission_row(chunk: FileChunk, omitted_bytes: int, reason: str) -> pa.Table:
+    """A row saying `omitted_bytes` bytes from the chunk's offset were left out on purpose, and why."""
+    identity = identify(chunk.file)
+    row = {
+        "node": chunk.node, "node_id": chunk.node_id, "file": chunk.file, "file_id": chunk.file_id,
+        "offset": chunk.offset, "line_number": chunk.line_number, "text": "", "raw": None, "newline": False,
+        "job_id": identity.job_id, "worker_id": identity.worker_id, "pid": identity.pid,
+        "submission_id": identity.submission_id, "task_name": None, "actor_name": None,
+        "read_at": chunk.read_at_ns, "omitted_bytes": omitted_bytes, "omitted_reason": reason,
+    }  # fmt: skip
+    return pa.Table.from_pylist([row], schema=LOGS)
+
+
+def _text_columns(count: int, offsets: np.ndarray, stripped: bytes) -> tuple[pa.Array, pa.Array]:
+    """The text column, and the raw column that is set only where a line is not valid UTF-8."""
+    text = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(stripped))
+    if stripped.isascii():
+        return text, pa.nulls(count, pa.binary())
+    try:
+        text.validate(full=True)
+        return text, pa.nulls(count, pa.binary())
+    except pa.ArrowInvalid:
+        pass
+    lines = pa.BinaryArray.from_buffers(pa.binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(stripped)])
+    texts: list[str] = []
+    raws: list[bytes | None] = []
+    for value in lines.to_pylist():
+        try:
+            texts.append(value.decode("utf-8"))
+            raws.append(None)
+        except UnicodeDecodeError:
+            texts.append(value.decode("utf-8", "replace"))
+            raws.append(value)
+    return pa.array(texts, pa.string()), pa.array(raws, pa.binary())
+
+
+def _attribute(
+    columns: dict[str, pa.Array], text: pa.Array, whole_lines: int, identity: FileIdentity, attribution: Attribution
+) -> None:
+    """Fill job, task and actor from the markers Ray prints before each task's or actor's output."""
+    candidates = np.flatnonzero(pc.starts_with(text[:whole_lines], ":").to_numpy(zero_copy_only=False))
+    if not len(candidates):
+        return
+    # Position -1 stands for what was known before the chunk; a marker line belongs to what it names.
+    job_values: list[str | None] = [attribution.job_id or identity.job_id]
+    owner_values: list[tuple[str | None, str | None]] = [(attribution.task_name, attribution.actor_name)]
+    count = len(text)
+    job_at = np.full(count, 0, dtype=np.int64)
+    owner_at = np.full(count, 0, dtype=np.int64)
+    for position in candidates.tolist():
+        line = text[position].as_py()
+        if line.startswith(":job_id:"):
+            job_values.append(line[len(":job_id:") :].strip())
+            job_at[position] = len(job_values) - 1
+        elif line.startswith(":task_name:"):
+            owner_values.append((line[len(":task_name:") :].strip(), None))
+            owner_at[position] = len(owner_values) - 1
+        elif line.startswith(":actor_name:"):
+            owner_values.append((None, line[len(":actor_name:") :].strip()))
+            owner_at[position] = len(owner_values) - 1
+    job_at = np.maximum.accumulate(job_at)
+    owner_at = np.maximum.accumulate(owner_at)
+    columns["job_id"] = pa.array(job_values, pa.string()).take(pa.array(job_at))
+    columns["task_name"] = pa.array([task for task, _ in owner_values], pa.string()).take(pa.array(owner_at))
+    columns["actor_name"] = pa.array([actor for _, actor in owner_values], pa.string()).take(pa.array(owner_at))
+    attribution.job_id = job_values[int(job_at[-1])]
+    attribution.task_name, attribution.actor_name = owner_values[int(owner_at[-1])]
