@@ -14,6 +14,18 @@ class Owner(msgspec.Struct, omit_defaults=True):
     name: str | None = None
 
 
+class Kubernetes(msgspec.Struct, omit_defaults=True):
+    """Where the cluster ran in Kubernetes, from the head pod's labels and annotations."""
+
+    pod: str | None = None
+    raycluster: str | None = None
+    rayjob: str | None = None
+    queue: str | None = None  # kueue.x-k8s.io/queue-name
+    priority_class: str | None = None
+    pod_labels: dict[str, str] = msgspec.field(default_factory=dict)
+    pod_annotations: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class Manifest(msgspec.Struct, omit_defaults=True):
     """sessions/{ns}/{cluster}/{session}/manifest.json, written by the head's collector."""
 
@@ -25,7 +37,8 @@ class Manifest(msgspec.Struct, omit_defaults=True):
     head_node: str | None = None
     head_ray_node_id: str | None = None
     owner: Owner = msgspec.field(default_factory=Owner)
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)  # the pod's labels and --label, merged
+    kubernetes: Kubernetes = msgspec.field(default_factory=Kubernetes)
     collector_version: str | None = None
     schema_version: int = SCHEMA_VERSION
 

@@ -14,6 +14,7 @@ them back, so a row plus its payload is the event Ray sent.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -332,4 +333,90 @@ def legacy_event_to_row(line: Any, session: str, source_node_id: str | None = No
     label = payload.get("label")
     row["state"] = label if isinstance(label, str) and label else None
     row["payload"] = msgspec.json.encode(payload).decode()
+    return row
+
+
+# --- snapshots polled from the head's dashboard ------------------------------------------------
+# Placement groups, the job list, cluster status, Serve applications and cluster metadata have no
+# event stream: the head's collector polls them, and each answer lands here as timestamped rows.
+# Ids are content hashes, so a placement group that did not change between polls is one row.
+
+DASHBOARD_SOURCE = "DASHBOARD"
+DASHBOARD_EVENT_TYPES = {
+    "placement_groups": "DASHBOARD_PLACEMENT_GROUP",  # a row per placement group
+    "jobs": "DASHBOARD_JOB",  # a row per job of /api/jobs/
+    "cluster_status": "DASHBOARD_CLUSTER_STATUS",
+    "serve_applications": "DASHBOARD_SERVE_APPLICATIONS",
+    "cluster_metadata": "DASHBOARD_CLUSTER_METADATA",
+}
+
+
+def dashboard_answer_to_rows(
+    endpoint: str, answer: Any, session: str, source_node_id: str | None, timestamp_ns: int
+) -> list[dict[str, Any]]:
+    """A dashboard answer as rows of the events table (one per entity for lists)."""
+    event_type = DASHBOARD_EVENT_TYPES.get(endpoint)
+    if event_type is None:
+        raise MalformedEvent(f"unknown dashboard endpoint {endpoint!r}")
+    data = _unwrap(answer)
+    if endpoint == "placement_groups":
+        # The state API's list answer: {"result": {"total": n, "result": [...]}}.
+        listing = data.get("result") if isinstance(data, dict) else None
+        groups = listing.get("result", []) if isinstance(listing, dict) else []
+        return [
+            _snapshot_row(
+                event_type,
+                group,
+                session,
+                source_node_id,
+                timestamp_ns,
+                placement_group_id=_text(group, "placement_group_id"),
+                job_id=_text(group, "creator_job_id"),
+                state=_text(group, "state"),
+            )
+            for group in groups
+            if isinstance(group, dict)
+        ]
+    if endpoint == "jobs":
+        jobs = data if isinstance(data, list) else []
+        return [
+            _snapshot_row(
+                event_type,
+                job,
+                session,
+                source_node_id,
+                timestamp_ns,
+                job_id=_text(job, "job_id"),
+                submission_id=_text(job, "submission_id"),
+                state=_text(job, "status"),
+            )
+            for job in jobs
+            if isinstance(job, dict)
+        ]
+    return [_snapshot_row(event_type, data, session, source_node_id, timestamp_ns)]
+
+
+def _unwrap(answer: Any) -> Any:
+    """The dashboard wraps most answers as {"result": true, "msg": ..., "data": {...}}."""
+    if isinstance(answer, dict) and "data" in answer and "result" in answer:
+        answer = answer["data"]
+    return answer
+
+
+def _text(entity: dict[str, Any], field: str) -> str | None:
+    value = entity.get(field)
+    return value if isinstance(value, str) and value else None
+
+
+def _snapshot_row(
+    event_type: str, data: Any, session: str, source_node_id: str | None, timestamp_ns: int, **columns: str | None
+) -> dict[str, Any]:
+    payload = msgspec.json.encode(data, order="sorted").decode()
+    identity = "\0".join([session, event_type, *(value or "" for value in columns.values()), payload])
+    row = _empty_row()
+    row.update(
+        event_id=hashlib.blake2b(identity.encode(), digest_size=16).hexdigest(), event_type=event_type,
+        source_type=DASHBOARD_SOURCE, timestamp=timestamp_ns, session_name=session,
+        source_node_id=source_node_id, payload=payload, **columns,
+    )  # fmt: skip
     return row

@@ -6,6 +6,11 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archive.documents import Kubernetes
+
+from .logs import LogSettings
+from .polling import PollSettings
+
 MIB = 1024 * 1024
 
 
@@ -23,6 +28,7 @@ class CollectorConfig:
     owner_kind: str | None = None
     owner_name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    kubernetes: Kubernetes = field(default_factory=Kubernetes)
     spool_dir: Path = Path("/tmp/ray-history-spool")
     spool_max_bytes: int = 1024 * MIB
     segment_max_bytes: int = 64 * MIB
@@ -33,6 +39,8 @@ class CollectorConfig:
     dedup_capacity: int = 1_000_000
     # Parquet conversion in a separate process keeps it off the receiver's interpreter lock.
     convert_in_subprocess: bool = True
+    logs: LogSettings = field(default_factory=LogSettings)
+    polling: PollSettings = field(default_factory=PollSettings)
 
     @property
     def is_head(self) -> bool:

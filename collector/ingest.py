@@ -121,6 +121,12 @@ class Ingest:
             good.append((head.event_id, line))
         return self._spool(kind, session, good, bad)
 
+    def polled(self, kind: str, session: str, body: bytes) -> None:
+        """A scrape or a dashboard answer. Raises SpoolFull or SpoolWriteError (the poll is lost)."""
+        record = Record(kind, session, self.node_id, time.time_ns(), body)  # type: ignore[arg-type]
+        with self._lock:
+            self.spool.append(encode_record(record))
+
     def _spool(self, kind: str, session: str, good: list[tuple[str, bytes]], bad: list[bytes]) -> Accepted:
         now = time.time_ns()
         result = Accepted(quarantined=len(bad))

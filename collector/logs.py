@@ -258,6 +258,10 @@ class _Round:
                 data = handle.read(want)
         except FileNotFoundError:
             return True
+        except OSError as exc:
+            # One unreadable file must not hold back the others; it is tried again next round.
+            log.warning("cannot read %s, skipping it this round: %s", path, exc)
+            return True
         capped_read = len(data) < end - entry.offset
         whole = data.rfind(b"\n") + 1
         if whole < len(data):
@@ -300,5 +304,5 @@ def _fingerprint(path: Path, offset: int) -> int:
         with open(path, "rb") as handle:
             handle.seek(start)
             return zlib.crc32(handle.read(offset - start))
-    except FileNotFoundError:
+    except OSError:
         return 0

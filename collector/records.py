@@ -19,18 +19,22 @@ import msgspec
 
 from archive.events import (
     MalformedEvent,
+    dashboard_answer_to_rows,
     export_event_to_row,
     legacy_event_to_row,
     ray_event_to_row,
 )
+from archive.layout import PartKind
 from archive.parquet import rows_to_table, table_to_parquet
-from archive.schema import EVENTS
+from archive.schema import EVENTS, METRICS
 
+from .dashboard import DashboardAnswer
+from .scrape import Scrape, scrape_rows
 from .spool import read_records
 
 log = logging.getLogger(__name__)
 
-RecordKind = Literal["ray", "export", "legacy", "quarantine"]
+RecordKind = Literal["ray", "export", "legacy", "quarantine", "scrape", "dashboard"]
 QUARANTINED_EVENT = "QUARANTINED_EVENT"
 UNKNOWN_SESSION = "unknown-session"
 
@@ -40,7 +44,9 @@ class Record(msgspec.Struct, array_like=True):
     session: str  # the session current at receipt; events that name their own keep theirs
     node_id: str | None  # the Ray node id (hex) of this collector's node, when known
     received_ns: int
-    body: bytes  # a JSON array: events, file lines, or for quarantine [{"reason", "raw"}]
+    # A JSON array of events or file lines, or for quarantine [{"reason", "raw"}]; a Scrape or a
+    # DashboardAnswer as JSON.
+    body: bytes
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -85,20 +91,35 @@ def _quarantine_row(record: Record, item: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class ConvertedSegment:
-    """The Parquet part of each session found in one segment, and what was counted on the way."""
+    """The Parquet parts found in one segment (one per kind and session), and what was counted."""
 
-    parts: dict[str, bytes] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)
+    parts: dict[tuple[PartKind, str], bytes] = field(default_factory=dict)
+    rows: dict[tuple[PartKind, str], int] = field(default_factory=dict)
     events: int = 0
+    samples: int = 0
     duplicates: int = 0
     quarantined: int = 0
 
 
-def _record_rows(record: Record) -> tuple[list[dict[str, Any]], int]:
-    """Rows of one record, and how many of its items went to quarantine."""
+def _record_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
+    """The kind of rows a record gives, its rows, and how many of its items went to quarantine."""
+    if record.kind == "scrape":
+        scrape = msgspec.json.decode(record.body, type=Scrape)
+        try:
+            return "metrics", scrape_rows(scrape, record.node_id, record.received_ns), 0
+        except ValueError as exc:
+            reason = f"unparseable Prometheus text from {scrape.target}: {exc}"
+            return "events", [_quarantine_row(record, {"reason": reason, "raw": scrape.text})], 1
+    if record.kind == "dashboard":
+        answer = msgspec.json.decode(record.body, type=DashboardAnswer)
+        session = record.session or UNKNOWN_SESSION
+        rows = dashboard_answer_to_rows(
+            answer.endpoint, msgspec.json.decode(answer.answer), session, record.node_id, record.received_ns
+        )
+        return "events", rows, 0
     items = msgspec.json.decode(record.body)
     session = record.session or None
-    rows: list[dict[str, Any]] = []
+    rows = []
     bad = 0
     for item in items:
         try:
@@ -114,7 +135,7 @@ def _record_rows(record: Record) -> tuple[list[dict[str, Any]], int]:
         except MalformedEvent as exc:
             rows.append(_quarantine_row(record, {"reason": str(exc), "raw": msgspec.json.encode(item).decode()}))
             bad += 1
-    return rows, bad
+    return "events", rows, bad
 
 
 def convert_segment(path: Path) -> ConvertedSegment:
@@ -132,22 +153,31 @@ def convert_segment(path: Path) -> ConvertedSegment:
 
 def _convert_segment(path: Path) -> ConvertedSegment:
     result = ConvertedSegment()
-    by_session: dict[str, list[dict[str, Any]]] = {}
+    events: dict[str, list[dict[str, Any]]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}
     seen: set[str] = set()
     for raw in read_records(path):
         record = decode_record(raw)
-        rows, bad = _record_rows(record)
+        kind, rows, bad = _record_rows(record)
         result.quarantined += bad
+        if kind == "metrics":
+            samples.setdefault(record.session or UNKNOWN_SESSION, []).extend(rows)
+            continue
         for row in rows:
             if row["event_id"] in seen:
                 result.duplicates += 1
                 continue
             seen.add(row["event_id"])
-            by_session.setdefault(row["session_name"], []).append(row)
-    for session, rows in by_session.items():
+            events.setdefault(row["session_name"], []).append(row)
+    for session, rows in events.items():
         # Grouping rows of a kind together lets zstd find the repeats: parts shrink by a quarter.
         rows.sort(key=lambda row: (row["event_type"], row["timestamp"]))
-        result.parts[session] = table_to_parquet(rows_to_table(rows, EVENTS))
-        result.rows[session] = len(rows)
+        result.parts["events", session] = table_to_parquet(rows_to_table(rows, EVENTS))
+        result.rows["events", session] = len(rows)
         result.events += len(rows)
+    for session, rows in samples.items():
+        rows.sort(key=lambda row: (row["name"], row["labels"], row["timestamp"]))
+        result.parts["metrics", session] = table_to_parquet(rows_to_table(rows, METRICS))
+        result.rows["metrics", session] = len(rows)
+        result.samples += len(rows)
     return result

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -16,7 +17,9 @@ from . import raysession
 from .app import create_app
 from .config import CollectorConfig
 from .ingest import Deduper, Ingest, remembered_ids
+from .logs import LogShipper
 from .metrics import CollectorMetrics
+from .polling import Poller
 from .records import decode_record
 from .sessions import SessionDocuments, SessionFacts
 from .shipper import Loop, Shipper
@@ -26,6 +29,7 @@ from .tailer import EventFileTailer
 log = logging.getLogger(__name__)
 
 WORK_INTERVAL = 0.5
+POLL_TICK = 1.0
 
 
 class Collector:
@@ -40,9 +44,17 @@ class Collector:
         self.tailer = EventFileTailer(
             config.ray_temp_dir, self.ingest, config.spool_dir / "tail-offsets.json", self._on_session
         )
+        self.logs = LogShipper(
+            config.logs, config.ray_temp_dir, config.node, storage, self.documents.ref, self.metrics,
+            config.spool_dir / "log-offsets.json",
+        )  # fmt: skip
         self.app = create_app(self.ingest, self.metrics)
         self.current_session: str | None = None
         self._loop = Loop("collector-work", WORK_INTERVAL, self._work)
+        self._log_loop = Loop("collector-logs", config.logs.interval, self._ship_logs)
+        polling = config.polling if config.is_head else replace(config.polling, dashboard_url=None)
+        self.poller = Poller(polling, config.ray_temp_dir, config.node, self.ingest, self.metrics)
+        self._poll_loop = Loop("collector-polls", POLL_TICK, self.poller.step)
         self._next_tail = 0.0
         self._next_heartbeat = 0.0
         self._server: uvicorn.Server | None = None
@@ -86,6 +98,18 @@ class Collector:
             self._heartbeat(final=False)
             self._next_heartbeat = now + self.config.heartbeat_interval
 
+    def _ship_logs(self, final: bool = False, deadline: float | None = None) -> bool:
+        """Ship log parts until the files are read to their end. True if nothing is left."""
+        # Rounds go on while the files keep giving, until a stop (the final call runs on alone).
+        while (final or not self._stopped.is_set()) and (deadline is None or time.monotonic() < deadline):
+            try:
+                if self.logs.poll(final=final):
+                    return True
+            except StorageError as exc:
+                log.warning("could not ship logs (they stay on disk and are retried): %s", exc)
+                return False
+        return False
+
     def _heartbeat(self, final: bool) -> None:
         try:
             self.documents.write_manifests()
@@ -108,6 +132,8 @@ class Collector:
 
     def start(self) -> None:
         self._loop.start()
+        self._log_loop.start()
+        self._poll_loop.start()
 
     def serve(self) -> None:
         """Serve until SIGTERM/SIGINT or request_stop(), then flush everything within the deadline."""
@@ -135,25 +161,31 @@ class Collector:
             return True
         self._stopped.set()
         self._loop.stop()
+        self._log_loop.stop()
+        self._poll_loop.stop()
         try:
             self.tailer.poll()
         except Exception:
             log.exception("the last read of Ray's event files failed")
+        # What the dashboard knows at the very end (the final state of placement groups and jobs).
+        self.poller.poll_dashboard(final=True, deadline=deadline)
         self.spool.seal()
-        complete = False
-        while time.monotonic() < deadline:
-            if self.shipper.ship_sealed(deadline):
-                complete = True
-                break
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        events_complete = logs_complete = False
+        while time.monotonic() < deadline and not (events_complete and logs_complete):
+            events_complete = events_complete or self.shipper.ship_sealed(deadline)
+            logs_complete = logs_complete or self._ship_logs(final=True, deadline=deadline)
+            if not (events_complete and logs_complete):
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        complete = events_complete and logs_complete
         self.shipper.close()
         self._heartbeat(final=complete)
         if self.config.is_head and self.current_session is not None:
             self._write_closed(self.current_session, "the collector was stopped (the cluster is shutting down)")
         if complete:
             log.info("collector stopped: everything is in the archive")
-        else:
-            left = self.spool.size_bytes
+        if not events_complete:
             log.error("collector stopped with %d bytes still in the spool at %s; they ship on next start",
-                      left, self.config.spool_dir)  # fmt: skip
+                      self.spool.size_bytes, self.config.spool_dir)  # fmt: skip
+        if not logs_complete:
+            log.error("collector stopped before every log file was shipped; the rest ships on next start")
         return complete

@@ -69,6 +69,7 @@ class SessionDocuments:
                 head_ray_node_id=facts.ray_node_id,
                 owner=documents.Owner(kind=self.config.owner_kind, name=self.config.owner_name),
                 labels=dict(self.config.labels),
+                kubernetes=self.config.kubernetes,
                 collector_version=COLLECTOR_VERSION,
             )
             data = documents.encode(manifest)

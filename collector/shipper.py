@@ -82,15 +82,15 @@ class Shipper:
             log.exception("could not convert spool segment %s; kept at %s for inspection", segment.path, kept)
             return True
         try:
-            for session, data in converted.parts.items():
+            for (kind, session), data in converted.parts.items():
                 self.documents.observe(session)
                 ref = self.documents.ref(session)
-                key = layout.part_key("events", ref, self.config.node, segment.name)
+                key = layout.part_key(kind, ref, self.config.node, segment.name)
                 started = time.perf_counter()
-                self.storage.put(key, data, tags=layout.object_tags("events", ref))
+                self.storage.put(key, data, tags=layout.object_tags(kind, ref))
                 self.metrics.upload_seconds.observe(time.perf_counter() - started)
-                self.metrics.parts_uploaded.labels("events").inc()
-                self.metrics.rows_uploaded.labels("events").inc(converted.rows[session])
+                self.metrics.parts_uploaded.labels(kind).inc()
+                self.metrics.rows_uploaded.labels(kind).inc(converted.rows[kind, session])
             self.documents.write_manifests()
         except StorageError as exc:
             self._failed(exc)

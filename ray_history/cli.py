@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from archive.storage import Storage
+from collector.logs import LogSettings
 
 from .options import ArchiveOptions
 
@@ -90,7 +91,12 @@ def main(log_level: str) -> None:
     "Kubernetes namespace of the Ray cluster.",
     default="default",
 )
-@setting("--cluster", ["RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"], "Name of the Ray cluster.", default="local")
+@setting(
+    "--cluster",
+    ["RAY_HISTORY_CLUSTER", "RAY_CLUSTER_NAME"],
+    "Name of the Ray cluster (default: the pod's ray.io/cluster label, else 'local').",
+    default=None,
+)
 @setting(
     "--node",
     ["RAY_HISTORY_NODE", "POD_NAME"],
@@ -162,24 +168,102 @@ def main(log_level: str) -> None:
     default=20.0,
     type=click.FloatRange(min=1),
 )
+@setting(
+    "--log-interval",
+    "RAY_HISTORY_LOG_INTERVAL",
+    "Ship new log lines every N seconds.",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+)
+@setting(
+    "--log-exclude",
+    "RAY_HISTORY_LOG_EXCLUDE",
+    "Leave out log files matching this glob, relative to "
+    "logs/ (repeat; replaces the default; what is left out is recorded in the archive).",
+    multiple=True,
+    default=LogSettings.exclude,
+)
+@setting(
+    "--log-max-file-mib",
+    "RAY_HISTORY_LOG_MAX_FILE_MIB",
+    "Ship at most this much of each log file (0: all of it); the rest is recorded as left out.",
+    default=0,
+    type=click.IntRange(min=0),
+)
+@setting(
+    "--metrics-interval",
+    "RAY_HISTORY_METRICS_INTERVAL",
+    "Scrape this node's Prometheus endpoints every N seconds.",
+    default=15.0,
+    type=click.FloatRange(min=0.1),
+)
+@setting(
+    "--metrics-port",
+    "RAY_HISTORY_METRICS_PORT",
+    "This node's Ray metrics port (default: read from the session folder).",
+    default=None,
+    type=click.IntRange(1, 65535),
+)
+@setting(
+    "--dashboard-url",
+    "RAY_HISTORY_DASHBOARD_URL",
+    "The head's dashboard, polled for placement groups, jobs, cluster status, Serve and cluster metadata.",
+    default="http://127.0.0.1:8265",
+)
+@setting(
+    "--dashboard-interval",
+    "RAY_HISTORY_DASHBOARD_INTERVAL",
+    "Poll the dashboard every N seconds (head only; once more at shutdown).",
+    default=30.0,
+    type=click.FloatRange(min=0.1),
+)
+@setting(
+    "--pod-info-dir",
+    "RAY_HISTORY_POD_INFO_DIR",
+    "Downward API folder with the pod's `labels` and `annotations` files (else POD_LABELS / POD_ANNOTATIONS).",
+    default="/etc/podinfo",
+    type=click.Path(path_type=Path),
+)
+@setting(
+    "--queue",
+    ["RAY_HISTORY_QUEUE", "KUEUE_QUEUE_NAME"],
+    "Kueue queue (default: the pod's kueue.x-k8s.io/queue-name).",
+    default=None,
+)
+@setting("--priority-class", ["RAY_HISTORY_PRIORITY_CLASS", "PRIORITY_CLASS_NAME"], "Priority class (default: "
+         "the pod's kueue.x-k8s.io/priority-class).", default=None)  # fmt: skip
 def collect(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool,
-    listen: tuple[str, int], ray_temp_dir: Path, namespace: str, cluster: str, node: str | None, role: str,
+    listen: tuple[str, int], ray_temp_dir: Path, namespace: str, cluster: str | None, node: str | None, role: str,
     owner_kind: str | None, owner_name: str | None, label: dict[str, str], spool_dir: Path,
     spool_max_mib: int, segment_max_mib: int, seal_interval: float, tail_interval: float,
-    heartbeat_interval: float, shutdown_deadline: float,
+    heartbeat_interval: float, shutdown_deadline: float, log_interval: float, log_exclude: tuple[str, ...],
+    log_max_file_mib: int, metrics_interval: float, metrics_port: int | None, dashboard_url: str,
+    dashboard_interval: float, pod_info_dir: Path, queue: str | None, priority_class: str | None,
 ) -> None:  # fmt: skip
-    """Run the collector sidecar: receive Ray's events and ship them to the archive."""
+    """Run the collector sidecar: ship Ray's events, logs and metrics to the archive."""
     from collector.config import MIB, CollectorConfig
+    from collector.podinfo import kubernetes_facts, read_pod_metadata
+    from collector.polling import PollSettings
     from collector.service import Collector
 
     host, port = listen
+    pod_labels, pod_annotations = read_pod_metadata(pod_info_dir)
+    kubernetes = kubernetes_facts(pod_labels, pod_annotations, node, queue, priority_class)
+    cluster = cluster or kubernetes.raycluster or "local"
+    if not owner_kind and kubernetes.rayjob:
+        owner_kind, owner_name = "RayJob", kubernetes.rayjob
     config = CollectorConfig(
         archive=archive, listen_host=host, listen_port=port, ray_temp_dir=ray_temp_dir, namespace=namespace,
-        cluster=cluster, role=role.lower(), owner_kind=owner_kind, owner_name=owner_name, labels=label,
+        cluster=cluster, role=role.lower(), owner_kind=owner_kind, owner_name=owner_name,
+        labels={**pod_labels, **label}, kubernetes=kubernetes,
         spool_dir=spool_dir, spool_max_bytes=spool_max_mib * MIB, segment_max_bytes=segment_max_mib * MIB,
         seal_interval=seal_interval, tail_interval=tail_interval, heartbeat_interval=heartbeat_interval,
-        shutdown_deadline=shutdown_deadline, **({"node": node} if node else {}),
+        shutdown_deadline=shutdown_deadline,
+        logs=LogSettings(interval=log_interval, exclude=tuple(log_exclude), max_file_bytes=log_max_file_mib * MIB),
+        polling=PollSettings(metrics_interval=metrics_interval, metrics_port=metrics_port,
+                             dashboard_url=dashboard_url or None, dashboard_interval=dashboard_interval),
+        **({"node": node} if node else {}),
     )  # fmt: skip
     storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style)
     click.echo(
