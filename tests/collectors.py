@@ -14,6 +14,7 @@ from typing import Any
 
 from archive.storage import Storage, open_storage
 from collector.config import CollectorConfig
+from collector.polling import PollSettings
 from collector.service import Collector
 from ray_history.localray import free_port, wait_healthy
 
@@ -30,6 +31,8 @@ def collector_thread(tmp_path: Path, storage: Storage | None = None, **settings:
         tail_interval=0.2,
         node="node-a",
         convert_in_subprocess=False,
+        # No dashboard to poll unless a test gives one; the tests scrape and poll when they choose.
+        polling=PollSettings(dashboard_url=None, metrics_interval=3600),
     )
     config = replace(config, **settings)
     collector = Collector(config, storage or open_storage(config.archive))
