@@ -130,8 +130,9 @@ def chunk_rows(chunk: FileChunk, identity: FileIdentity, attribution: Attributio
     return pa.table(columns, schema=LOGS), chunk.line_number + complete
 
 
-def omission_row(chunk: FileChunk, omitted_bytes: int, reason: str) -> pa.Table:
-    """A row saying `omitted_bytes` bytes from the chunk's offset were left out on purpose, and why."""
+def marker_row(chunk: FileChunk, omitted_bytes: int | None = None, reason: str | None = None) -> pa.Table:
+    """A row with no text: `omitted_bytes` left out from the chunk's offset on and why, or, with
+    neither, an empty piece that records that the file exists (an empty file is one such row)."""
     identity = identify(chunk.file)
     row = {
         "node": chunk.node, "node_id": chunk.node_id, "file": chunk.file, "file_id": chunk.file_id,

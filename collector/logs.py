@@ -30,7 +30,7 @@ from archive import layout
 from archive.parquet import table_to_parquet
 from archive.storage import Storage, StorageError
 
-from .loglines import Attribution, FileChunk, chunk_rows, identify, omission_row
+from .loglines import Attribution, FileChunk, chunk_rows, identify, marker_row
 from .metrics import CollectorMetrics
 from .raysession import current_session_dir, node_id
 from .spool import write_file_atomic
@@ -202,13 +202,14 @@ class _Round:
     def _read_file(self, key: str, path: Path, size: int) -> bool:
         relative = path.relative_to(self.session_dir).as_posix()
         entry = self.work.files.get(key)
+        is_new = entry is None
         if entry is None:
             entry = self.work.files[key] = TrackedFile(_new_id(), relative)
             self.changed = True
         elif size < entry.offset or (entry.offset and _fingerprint(path, entry.offset) != entry.fingerprint):
             log.info("%s was truncated or replaced: shipping it again as a new file", relative)
             entry = self.work.files[key] = TrackedFile(_new_id(), relative)
-            self.changed = True
+            self.changed = is_new = True
         tables_before = len(self.tables)
         renamed_from = entry.path if entry.path != relative else None
         entry.path = relative
@@ -221,11 +222,13 @@ class _Round:
             cap = self.settings.max_file_bytes
             if cap and entry.offset >= cap and size > entry.offset:
                 self._omit(entry, size - entry.offset, f"past the per-file cap of {cap} bytes (--log-max-file-mib)")
-        if renamed_from is not None:
-            self.changed = True
-            if len(self.tables) == tables_before:
-                # Nothing new to ship, but the archive must learn the file's new name.
-                self.tables.append(omission_row(self._chunk(entry, b""), 0, f"renamed from {renamed_from}"))
+        if len(self.tables) == tables_before:
+            # Nothing to ship, but the archive must learn that the file exists, or its new name.
+            if renamed_from is not None:
+                self.tables.append(marker_row(self._chunk(entry, b""), 0, f"renamed from {renamed_from}"))
+            elif is_new:
+                self.tables.append(marker_row(self._chunk(entry, b"")))
+        self.changed |= renamed_from is not None
         return done
 
     def _exclusion(self, relative: str) -> str | None:
@@ -238,7 +241,7 @@ class _Round:
     def _omit(self, entry: TrackedFile, count: int, reason: str) -> None:
         if count <= 0:
             return
-        self.tables.append(omission_row(self._chunk(entry, b""), count, reason))
+        self.tables.append(marker_row(self._chunk(entry, b""), count, reason))
         entry.offset += count
 
     def _chunk(self, entry: TrackedFile, data: bytes) -> FileChunk:

@@ -7,9 +7,11 @@ Ray is stopped and the collector gets SIGTERM, as at the end of a RayJob. Tests 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +39,17 @@ class RayRun:
     collector_exit_code: int
     collector_log: Path
     session_name: str
+    session_dir: Path  # Ray's session folder, left on disk after Ray stopped
+    workload_started_ns: int
+    workload_ended_ns: int
+
+    @property
+    def driver_outcome(self) -> dict[str, Any]:
+        """The JSON summary the direct driver's probe printed (worker output may follow it)."""
+        for line in reversed(self.driver_output.splitlines()):
+            if line.startswith("{") and "placement_group_id" in line:
+                return json.loads(line)  # type: ignore[no-any-return]
+        raise AssertionError(f"the probe printed no summary:\n{self.driver_output[-2000:]}")
 
 
 @contextmanager
@@ -53,15 +66,18 @@ def ray_run() -> Iterator[RayRun]:
         }
         port = free_port()
         collector_log = workdir / "collector.log"
+        ray = new_local_ray(workdir / "ray", f"http://127.0.0.1:{port}/v1/events")
         collector = start_collector_process(
             collector_command(archive, port, workdir / "spool", workdir / "ray", "--s3-endpoint", s3.endpoint_url,
-                              "--seal-interval", "2", "--cluster", "e2e", "--namespace", "tests"),
+                              "--seal-interval", "2", "--cluster", "e2e", "--namespace", "tests",
+                              "--log-interval", "2", "--metrics-interval", "2", "--dashboard-interval", "2",
+                              "--dashboard-url", ray.dashboard_url),
             collector_log, env=credentials,
         )  # fmt: skip
-        ray = new_local_ray(workdir / "ray", f"http://127.0.0.1:{port}/v1/events")
         try:
             wait_healthy(f"http://127.0.0.1:{port}", process=collector)
             ray.start()
+            workload_started_ns = time.time_ns()
             ray.submit_job(f"{sys.executable} {probe.__file__}", SUBMISSION_ID, {"owner": "tests"})
             submission = ray.wait_job(SUBMISSION_ID)
             driver = ray.run_driver(Path(probe.__file__))
@@ -72,10 +88,13 @@ def ray_run() -> Iterator[RayRun]:
                 capture_output=True, text=True, timeout=120, check=True,
             )  # fmt: skip
             state = json.loads(dump.stdout)
-            session_name = (workdir / "ray" / "session_latest").resolve().name
+            workload_ended_ns = time.time_ns()
+            session_dir = (workdir / "ray" / "session_latest").resolve()
         finally:
             ray.stop()
             exit_code = stop_collector_process(collector)
         storage = open_storage(archive, S3Options(endpoint_url=s3.endpoint_url, access_key=s3.access_key,
                                                   secret_key=s3.secret_key, region="us-east-1"))  # fmt: skip
-        yield RayRun(storage, state, submission, driver.stdout, exit_code, collector_log, session_name)
+        yield RayRun(storage, state, submission, driver.stdout, exit_code, collector_log, session_dir.name,
+                     session_dir, workload_started_ns, workload_ended_ns)  # fmt: skip
+    shutil.rmtree(workdir, ignore_errors=True)

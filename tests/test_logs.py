@@ -174,8 +174,11 @@ def test_files_that_appear_late_are_picked_up(tmp_path: Path, session_dir: Path)
     assert shipper.poll()
     (session_dir / "logs" / "ray-data").mkdir()
     (session_dir / "logs" / "ray-data" / "ray-data.log").write_bytes(b"dataset started\n")
+    (session_dir / "logs" / "raylet.err").write_bytes(b"")
     ship_all(shipper)
-    assert archived_file(archived_rows(tmp_path), "logs/ray-data/ray-data.log") == b"dataset started\n"
+    rows = archived_rows(tmp_path)
+    assert archived_file(rows, "logs/ray-data/ray-data.log") == b"dataset started\n"
+    assert archived_file(rows, "logs/raylet.err") == b""  # an empty file is listed too
 
 
 def test_a_restart_after_an_upload_whose_checkpoint_was_lost_repeats_nothing(tmp_path: Path, session_dir: Path) -> None:
