@@ -207,7 +207,8 @@ class _Round:
             entry = self.work.files[key] = TrackedFile(_new_id(), relative)
             self.changed = True
         elif size < entry.offset or (entry.offset and _fingerprint(path, entry.offset) != entry.fingerprint):
-            log.info("%s was truncated or replaced: shipping it again as a new file", relative)
+            # Ray rewrites some files in place (debug_state.txt every few seconds): quietly.
+            log.debug("%s was truncated or replaced: shipping it again as a new file", relative)
             entry = self.work.files[key] = TrackedFile(_new_id(), relative)
             self.changed = is_new = True
         tables_before = len(self.tables)
@@ -215,13 +216,15 @@ class _Round:
         entry.path = relative
         excluded = self._exclusion(relative)
         if excluded is not None:
-            self._omit(entry, size - entry.offset, excluded)
+            self._omit(entry, path, size - entry.offset, excluded)
             done = True
         else:
             done = self._read_lines(entry, path, size)
             cap = self.settings.max_file_bytes
             if cap and entry.offset >= cap and size > entry.offset:
-                self._omit(entry, size - entry.offset, f"past the per-file cap of {cap} bytes (--log-max-file-mib)")
+                self._omit(
+                    entry, path, size - entry.offset, f"past the per-file cap of {cap} bytes (--log-max-file-mib)"
+                )
         if len(self.tables) == tables_before:
             # Nothing to ship, but the archive must learn that the file exists, or its new name.
             if renamed_from is not None:
@@ -238,11 +241,12 @@ class _Round:
                 return f"excluded by --log-exclude {pattern!r}"
         return None
 
-    def _omit(self, entry: TrackedFile, count: int, reason: str) -> None:
+    def _omit(self, entry: TrackedFile, path: Path, count: int, reason: str) -> None:
         if count <= 0:
             return
         self.tables.append(marker_row(self._chunk(entry, b""), count, reason))
         entry.offset += count
+        entry.fingerprint = _fingerprint(path, entry.offset)
 
     def _chunk(self, entry: TrackedFile, data: bytes) -> FileChunk:
         return FileChunk(self.shipper.node, self.node_id, entry.path, entry.file_id, entry.offset,

@@ -23,11 +23,13 @@ def _step(message: str) -> None:
     click.echo(click.style("==> ", fg="cyan", bold=True) + message, err=True)
 
 
-def _start_collector(archive: Path, port: int, scratch: Path) -> subprocess.Popen[bytes]:
+def _start_collector(archive: Path, port: int, scratch: Path, dashboard_url: str) -> subprocess.Popen[bytes]:
+    # Short intervals: the demo's cluster lives for a minute, a RayJob's for hours.
     command = collector_command(
         str(archive), port, scratch / "spool", scratch / "ray",
         "--cluster", "demo", "--owner-kind", "RayJob", "--owner-name", "demo-probe", "--label", "team=demo",
-        "--seal-interval", "2",
+        "--seal-interval", "2", "--log-interval", "2", "--metrics-interval", "5", "--dashboard-interval", "5",
+        "--dashboard-url", dashboard_url,
     )  # fmt: skip
     with open(scratch / "collector.log", "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -38,12 +40,12 @@ def run_demo(workdir: Path, ray_port: int) -> int:
     # Ray's socket paths must stay short, so its temp dir sits directly under the system temp dir.
     scratch = Path(tempfile.mkdtemp(prefix="rh-demo-", dir="/tmp"))
     collector_port = free_port()
-    _step(f"collector on http://127.0.0.1:{collector_port}/v1/events, archive in {archive}")
-    collector = _start_collector(archive, collector_port, scratch)
     ray = LocalRay(
         temp_dir=scratch / "ray", gcs_port=ray_port, dashboard_port=free_port(), metrics_port=free_port(),
         env=event_stream_env(f"http://127.0.0.1:{collector_port}/v1/events"),
     )  # fmt: skip
+    _step(f"collector on http://127.0.0.1:{collector_port}/v1/events, archive in {archive}")
+    collector = _start_collector(archive, collector_port, scratch, ray.dashboard_url)
     status = 0
     try:
         wait_healthy(f"http://127.0.0.1:{collector_port}", process=collector)

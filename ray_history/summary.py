@@ -50,4 +50,36 @@ def _session_summary(storage: Storage, ref: layout.SessionRef, manifest: documen
     lines.append("  task attempts by final state: " + ", ".join(f"{state} {count}" for state, count in states))
     for submission, status in con.execute(SUBMISSIONS).fetchall():
         lines.append(f"  submitted job {submission}: {status}")
+    lines.extend(_logs_summary(storage, ref))
+    lines.extend(_metrics_summary(storage, ref))
     return lines
+
+
+def _parts(storage: Storage, kind: layout.PartKind, ref: layout.SessionRef) -> pa.Table | None:
+    tables = [parquet_to_table(storage.get(part.key)) for part in storage.list(layout.parts_prefix(kind, ref))]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _logs_summary(storage: Storage, ref: layout.SessionRef) -> list[str]:
+    logs = _parts(storage, "logs", ref)
+    if logs is None:
+        return ["  logs: none"]
+    con = duckdb.connect()
+    con.register("logs", logs)
+    files, lines, size = con.execute(
+        "SELECT count(DISTINCT file_id), count(*) FILTER (WHERE newline), sum(strlen(text)) FROM logs"
+    ).fetchone()  # type: ignore[misc]
+    return [f"  logs: {files} files, {lines} lines, {size / 1024:.0f} KiB of text"]
+
+
+def _metrics_summary(storage: Storage, ref: layout.SessionRef) -> list[str]:
+    metrics = _parts(storage, "metrics", ref)
+    if metrics is None:
+        return ["  metrics: none"]
+    con = duckdb.connect()
+    con.register("metrics", metrics)
+    samples, series, names, seconds = con.execute(
+        "SELECT count(*), count(DISTINCT (name, labels)), count(DISTINCT name), "
+        "epoch(max(timestamp)) - epoch(min(timestamp)) FROM metrics"
+    ).fetchone()  # type: ignore[misc]
+    return [f"  metrics: {samples} samples of {series} series ({names} metrics) over {seconds:.0f} s"]

@@ -204,13 +204,18 @@ def test_excluded_and_capped_files_say_what_was_left_out(tmp_path: Path, session
     (logs / "big.log").write_bytes(b"line\n" * 1000)
     (logs / "events").mkdir()
     (logs / "events" / "event_RAYLET.log").write_bytes(b'{"event_id": "1"}\n')
-    ship_all(make_shipper(tmp_path, exclude=("debug_state.txt", "events/*"), max_file_bytes=1000), final=True)
+    shipper = make_shipper(tmp_path, exclude=("debug_state.txt", "events/*"), max_file_bytes=1000)
+    ship_all(shipper)
+    with open(logs / "debug_state.txt", "ab") as handle:
+        handle.write(b"y" * 500)
+    ship_all(shipper, final=True)
     rows = archived_rows(tmp_path)
-    left_out = {
-        row["file"]: (row["offset"], row["omitted_bytes"], row["omitted_reason"])
-        for row in table_rows(rows.filter(pa.compute.is_valid(rows["omitted_bytes"])))
-    }
-    assert left_out["logs/debug_state.txt"][:2] == (0, 5000)
+    omitted = table_rows(rows.filter(pa.compute.is_valid(rows["omitted_bytes"])))
+    left_out = {row["file"]: (row["offset"], row["omitted_bytes"], row["omitted_reason"]) for row in omitted}
+    # The growth of an excluded file is recorded as it comes, all under the one file id.
+    debug_state = [(row["offset"], row["omitted_bytes"]) for row in omitted if row["file"] == "logs/debug_state.txt"]
+    assert debug_state == [(0, 5000), (5000, 500)]
+    assert len({row["file_id"] for row in omitted if row["file"] == "logs/debug_state.txt"}) == 1
     assert "--log-exclude 'debug_state.txt'" in left_out["logs/debug_state.txt"][2]
     assert left_out["logs/big.log"][:2] == (1000, 4000)
     assert "cap" in left_out["logs/big.log"][2]
