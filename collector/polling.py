@@ -14,7 +14,17 @@ from pathlib import Path
 
 import msgspec
 
-from .dashboard import DASHBOARD_PATHS, POLL_TIMEOUT, AnswerMemory, DashboardAnswer, PollFailed, fetch_json
+from .dashboard import (
+    DASHBOARD_PATHS,
+    POLL_TIMEOUT,
+    AnswerMemory,
+    DashboardAnswer,
+    NotOffered,
+    PlacementStrategies,
+    PollFailed,
+    fetch_json,
+    with_strategies,
+)
 from .ingest import Ingest
 from .metrics import CollectorMetrics
 from .raysession import current_session_dir
@@ -45,6 +55,8 @@ class Poller:
         self.metrics = metrics
         self.hosts = local_hosts()
         self.answers = AnswerMemory()
+        self.strategies = PlacementStrategies()
+        self.endpoints = dict(DASHBOARD_PATHS)
         self._down: set[str] = set()
         self._next_scrape = 0.0
         self._next_dashboard = 0.0
@@ -78,17 +90,23 @@ class Poller:
         session_dir = current_session_dir(self.ray_temp_dir)
         if session_dir is None or not self.settings.dashboard_url:
             return
-        for endpoint, path in DASHBOARD_PATHS.items():
+        for endpoint, path in list(self.endpoints.items()):
             if deadline is not None and time.monotonic() >= deadline:
                 return
             url = self.settings.dashboard_url.rstrip("/") + path
             try:
                 body = fetch_json(url, timeout=FINAL_POLL_TIMEOUT if final else POLL_TIMEOUT)
+            except NotOffered as exc:
+                log.info("the dashboard does not offer %s; not asking again (%s)", endpoint, exc)
+                del self.endpoints[endpoint]
+                continue
             except PollFailed as exc:
                 self._failed(endpoint, exc)
                 self.metrics.poll_failures.labels(endpoint).inc()
                 continue
             self._answered(endpoint)
+            if endpoint == "placement_groups":
+                body = with_strategies(body, self.strategies.update(session_dir))
             if self.answers.is_new(endpoint, body) or final:
                 answer = DashboardAnswer(endpoint, msgspec.Raw(body))
                 self._spool("dashboard", session_dir.name, msgspec.json.encode(answer))

@@ -84,6 +84,7 @@ def test_the_workloads_placement_group_is_in_a_snapshot_with_its_bundles(ray_run
     assert snapshots, f"placement group {wanted} is in no snapshot"
     group = json.loads(snapshots[-1]["payload"])
     assert [bundle["unit_resources"] for bundle in group["bundles"]] == [{"CPU": 0.5}, {"CPU": 0.5}]
+    assert group["strategy"] == "PACK"
     assert {row["state"] for row in snapshots} <= {"CREATED", "REMOVED", "PENDING"}
     jobs = table_rows(events.filter(pc.equal(events["event_type"], "DASHBOARD_JOB")))
     assert any(row["submission_id"] == _submission_id(ray_run) and row["state"] == "SUCCEEDED" for row in jobs)

@@ -106,6 +106,11 @@ def test_dashboard_answers_become_snapshot_rows_once_per_change(tmp_path: Path, 
         "/api/jobs/": fixture_path("dashboard_api", "api_jobs_.json").read_bytes(),
         "/api/cluster_status": fixture_path("dashboard_api", "api_cluster_status.json").read_bytes(),
     }
+    # The state API leaves the strategy out; the GCS logged it when the group registered.
+    (session_dir / "logs" / "gcs_server.out").write_text(
+        "[2026-11-28 19:04:50,245 I 5306 5306] (gcs_server) gcs_placement_group_manager.cc:367: Registering "
+        "placement group, placement group id = ec387092f55e0e4df8bda2e1f2f002000000, name = probe_pg, strategy = 0\n"
+    )
     with http_server(answers) as dashboard, collector_thread(tmp_path, ray_temp_dir=tmp_path / "ray") as collector:
         collector.poller.settings = type(collector.poller.settings)(dashboard_url=f"http://{dashboard}")
         collector.poller.poll_dashboard()
@@ -118,12 +123,15 @@ def test_dashboard_answers_become_snapshot_rows_once_per_change(tmp_path: Path, 
     assert groups[0]["placement_group_id"] == "ec387092f55e0e4df8bda2e1f2f002000000"
     assert groups[0]["state"] == "REMOVED" and groups[0]["job_id"] == "02000000"
     assert [bundle["unit_resources"] for bundle in group["bundles"]] == [{"CPU": 0.5}, {"CPU": 0.5}]
+    assert group["strategy"] == "PACK"
     jobs = {row["submission_id"]: row["state"] for row in rows if row["event_type"] == "DASHBOARD_JOB"}
     assert jobs == {"probe-job-2": "SUCCEEDED", "probe-job-1": "FAILED", None: "SUCCEEDED"}
     assert [row["event_type"] for row in rows].count("DASHBOARD_CLUSTER_STATUS") == 1
     assert all(row["session_name"] == SESSION for row in rows)
-    # Serve and cluster metadata answered 404 here: counted, and the rest still stored.
-    assert 'ray_history_collector_dashboard_poll_failures_total{endpoint="serve_applications"} 2.0' in metrics_text
+    # Serve and cluster metadata are not offered here (404, as Ray answers 501 without Serve): asked
+    # once, not counted as failures, and the rest still stored.
+    assert "dashboard_poll_failures_total{" not in metrics_text
+    assert set(collector.poller.endpoints) == {"placement_groups", "jobs", "cluster_status"}
 
 
 def test_the_downward_api_files_fill_the_kubernetes_part_of_the_manifest(tmp_path: Path) -> None:
