@@ -22,6 +22,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
+from typing import BinaryIO
 
 import msgspec
 import pyarrow as pa
@@ -93,6 +95,7 @@ class LogShipper:
         self.checkpoint_path = checkpoint_path
         self.checkpoint = self._load()
         self._node_ids: dict[str, str | None] = {}
+        self._skipped: set[Path] = set()
 
     def _load(self) -> LogCheckpoint:
         try:
@@ -156,6 +159,11 @@ class LogShipper:
         self.metrics.parts_uploaded.labels("logs").inc()
         self.metrics.rows_uploaded.labels("logs").inc(table.num_rows)
 
+    def skip_once(self, path: Path, reason: str) -> None:
+        if path not in self._skipped:
+            self._skipped.add(path)
+            log.warning("not shipping %s: %s", _text_path(str(path)), reason)
+
     def node_id(self, session_dir: Path) -> str | None:
         key = str(session_dir)
         if self._node_ids.get(key) is None:
@@ -184,9 +192,13 @@ class _Round:
         done = True
         for path in _log_files(self.session_dir / "logs"):
             try:
-                stat = path.stat()
+                stat = path.lstat()
             except FileNotFoundError:
                 continue  # deleted between listing and reading
+            if not S_ISREG(stat.st_mode):
+                # A link could point at the sidecar's own secrets (its service account token): not followed.
+                self.shipper.skip_once(path, "not a regular file (symbolic links are not followed)")
+                continue
             key = f"{stat.st_dev}:{stat.st_ino}"
             seen.add(key)
             if self.bytes_read >= self.settings.part_max_bytes:
@@ -200,7 +212,7 @@ class _Round:
         return done
 
     def _read_file(self, key: str, path: Path, size: int) -> bool:
-        relative = path.relative_to(self.session_dir).as_posix()
+        relative = _text_path(path.relative_to(self.session_dir).as_posix())
         entry = self.work.files.get(key)
         is_new = entry is None
         if entry is None:
@@ -260,7 +272,7 @@ class _Round:
         budget = min(self.settings.read_max_bytes, self.settings.part_max_bytes - self.bytes_read)
         want = min(end - entry.offset, budget)
         try:
-            with open(path, "rb") as handle:
+            with _open_log(path) as handle:
                 handle.seek(entry.offset)
                 data = handle.read(want)
         except FileNotFoundError:
@@ -305,10 +317,20 @@ def _log_files(logs_dir: Path) -> list[Path]:
     return found
 
 
+def _open_log(path: Path) -> BinaryIO:
+    """Open for reading without following a link that replaced the file since it was listed."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
+def _text_path(path: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by the OS as surrogates) become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _fingerprint(path: Path, offset: int) -> int:
     start = max(0, offset - _FINGERPRINT_BYTES)
     try:
-        with open(path, "rb") as handle:
+        with _open_log(path) as handle:
             handle.seek(start)
             return zlib.crc32(handle.read(offset - start))
     except OSError:

@@ -237,3 +237,17 @@ def test_an_archive_that_is_down_keeps_the_checkpoint_until_the_upload_succeeds(
         make_shipper(tmp_path, storage=Down()).poll()  # type: ignore[arg-type]
     ship_all(make_shipper(tmp_path))
     assert archived_file(archived_rows(tmp_path), "logs/raylet.out") == b"kept\n"
+
+
+def test_links_are_not_followed_and_odd_file_names_are_shipped(tmp_path: Path, session_dir: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_bytes(b"the sidecar's service account token\n")
+    (session_dir / "logs" / "innocent.log").symlink_to(secret)
+    odd = os.fsencode(session_dir / "logs") + b"/worker \xff\nname.out"
+    with open(odd, "wb") as handle:
+        handle.write(b"printed\n")
+    ship_all(make_shipper(tmp_path), final=True)
+    rows = archived_rows(tmp_path)
+    assert "logs/innocent.log" not in set(rows["file"].to_pylist())
+    assert b"token" not in b"".join(text.encode() for text in rows["text"].to_pylist())
+    assert archived_file(rows, "logs/worker \ufffd\nname.out") == b"printed\n"
