@@ -37,11 +37,8 @@ class FileIdentity:
     worker_id: str | None = None
     pid: int | None = None
     submission_id: str | None = None
-
-    @property
-    def is_worker_output(self) -> bool:
-        """Worker .out/.err files carry Ray's `:task_name:` / `:actor_name:` / `:job_id:` markers."""
-        return self.worker_id is not None and self.submission_id is None
+    # Worker .out/.err files carry Ray's `:task_name:` / `:actor_name:` / `:job_id:` markers.
+    has_markers: bool = False
 
 
 def identify(file_name: str) -> FileIdentity:
@@ -57,6 +54,7 @@ def identify(file_name: str) -> FileIdentity:
                 worker_id=found.get("worker_id"),
                 pid=int(found["pid"]) if found.get("pid") else None,
                 submission_id=found.get("submission_id"),
+                has_markers=pattern is _NAME_PATTERNS[0],
             )
     return FileIdentity()
 
@@ -68,6 +66,7 @@ class Attribution:
     job_id: str | None = None
     task_name: str | None = None
     actor_name: str | None = None
+    partial: str | None = None  # the start of an unfinished last line that may be a marker
 
 
 @dataclass(frozen=True)
@@ -124,9 +123,8 @@ def chunk_rows(chunk: FileChunk, identity: FileIdentity, attribution: Attributio
         "omitted_bytes": pa.nulls(count, pa.int64()),
         "omitted_reason": pa.nulls(count, pa.string()),
     }
-    if identity.is_worker_output and count:
-        # A marker still being written (no newline yet) is read once it is whole.
-        _attribute(columns, text, count - int(tail), identity, attribution)
+    if identity.has_markers and count:
+        _attribute(columns, text, tail, attribution)
     return pa.table(columns, schema=LOGS), chunk.line_number + complete
 
 
@@ -167,34 +165,56 @@ def _text_columns(count: int, offsets: np.ndarray, stripped: bytes) -> tuple[pa.
     return pa.array(texts, pa.string()), pa.array(raws, pa.binary())
 
 
-def _attribute(
-    columns: dict[str, pa.Array], text: pa.Array, whole_lines: int, identity: FileIdentity, attribution: Attribution
-) -> None:
-    """Fill job, task and actor from the markers Ray prints before each task's or actor's output."""
-    candidates = np.flatnonzero(pc.starts_with(text[:whole_lines], ":").to_numpy(zero_copy_only=False))
-    if not len(candidates):
-        return
-    # Position -1 stands for what was known before the chunk; a marker line belongs to what it names.
-    job_values: list[str | None] = [attribution.job_id or identity.job_id]
-    owner_values: list[tuple[str | None, str | None]] = [(attribution.task_name, attribution.actor_name)]
+def _attribute(columns: dict[str, pa.Array], text: pa.Array, tail: bool, attribution: Attribution) -> None:
+    """Fill job, task and actor from the markers Ray prints before each task's or actor's output.
+
+    Vectorised: a marker line sets its value, and the lines after it take the last value set
+    (forward fill). A task marker clears the actor and the other way round.
+    """
     count = len(text)
-    job_at = np.full(count, 0, dtype=np.int64)
-    owner_at = np.full(count, 0, dtype=np.int64)
-    for position in candidates.tolist():
-        line = text[position].as_py()
-        if line.startswith(":job_id:"):
-            job_values.append(line[len(":job_id:") :].strip())
-            job_at[position] = len(job_values) - 1
-        elif line.startswith(":task_name:"):
-            owner_values.append((line[len(":task_name:") :].strip(), None))
-            owner_at[position] = len(owner_values) - 1
-        elif line.startswith(":actor_name:"):
-            owner_values.append((None, line[len(":actor_name:") :].strip()))
-            owner_at[position] = len(owner_values) - 1
-    job_at = np.maximum.accumulate(job_at)
-    owner_at = np.maximum.accumulate(owner_at)
-    columns["job_id"] = pa.array(job_values, pa.string()).take(pa.array(job_at))
-    columns["task_name"] = pa.array([task for task, _ in owner_values], pa.string()).take(pa.array(owner_at))
-    columns["actor_name"] = pa.array([actor for _, actor in owner_values], pa.string()).take(pa.array(owner_at))
-    attribution.job_id = job_values[int(job_at[-1])]
-    attribution.task_name, attribution.actor_name = owner_values[int(owner_at[-1])]
+    detect = text
+    if attribution.partial is not None:
+        # The start of this first line was shipped earlier, without its end: judge the whole line.
+        detect = pa.concat_arrays([pa.array([attribution.partial + text[0].as_py()], pa.string()), text[1:]])
+    last = detect[count - 1].as_py() if tail else None
+    # An unfinished last line is judged once whole, so its start is carried to the next chunk.
+    attribution.partial = last if last is not None and last.startswith(":") and len(last) <= 256 else None
+    whole = detect.slice(0, count - int(tail))
+    if not len(whole) or not pc.any(pc.starts_with(whole, ":")).as_py():
+        return
+    job = _marked(whole, ":job_id:")
+    task = _marked(whole, ":task_name:")
+    actor = _marked(whole, ":actor_name:")
+    owner = pc.coalesce(pc.binary_join_element_wise("t", task, ""), pc.binary_join_element_wise("a", actor, ""))
+    initial_owner = _owner(attribution.task_name, attribution.actor_name)
+    job = _filled(job, attribution.job_id or columns["job_id"][0].as_py(), count)
+    owner = _filled(owner, initial_owner, count)
+    is_task = pc.fill_null(pc.starts_with(owner, "t"), False)
+    is_actor = pc.fill_null(pc.starts_with(owner, "a"), False)
+    names = pc.utf8_slice_codeunits(owner, 1)
+    columns["job_id"] = job
+    columns["task_name"] = pc.if_else(is_task, names, pa.scalar(None, pa.string()))
+    columns["actor_name"] = pc.if_else(is_actor, names, pa.scalar(None, pa.string()))
+    attribution.job_id = job[count - 1].as_py()
+    final_owner = owner[count - 1].as_py()
+    attribution.task_name = final_owner[1:] if final_owner and final_owner[0] == "t" else None
+    attribution.actor_name = final_owner[1:] if final_owner and final_owner[0] == "a" else None
+
+
+def _marked(lines: pa.Array, prefix: str) -> pa.Array:
+    """The value a marker line names, null on every other line."""
+    value = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(lines, len(prefix)))
+    return pc.if_else(pc.starts_with(lines, prefix), value, pa.scalar(None, pa.string()))
+
+
+def _owner(task: str | None, actor: str | None) -> str | None:
+    return f"t{task}" if task is not None else f"a{actor}" if actor is not None else None
+
+
+def _filled(marks: pa.Array, initial: str | None, count: int) -> pa.Array:
+    """Each line's last marked value (`initial` before the first mark), for all `count` lines."""
+    filled = pc.fill_null_forward(pa.concat_arrays([pa.array([initial], pa.string()), marks]))
+    filled = filled.slice(1)
+    if len(filled) < count:  # the unfinished last line belongs to whoever printed the line before it
+        filled = pa.concat_arrays([filled, filled.slice(len(filled) - 1)])
+    return filled

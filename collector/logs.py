@@ -62,6 +62,7 @@ class TrackedFile(msgspec.Struct):
     job_id: str | None = None
     task_name: str | None = None
     actor_name: str | None = None
+    partial_marker: str | None = None
 
 
 class LogCheckpoint(msgspec.Struct):
@@ -283,30 +284,35 @@ class _Round:
             return True
         capped_read = len(data) < end - entry.offset
         whole = data.rfind(b"\n") + 1
+        held = False
         if whole < len(data):
-            # An unfinished last line: ship it once Ray has stopped writing to the file (or we stop),
-            # or when one line alone fills a read (a huge line must still make progress).
-            stopped_growing = size == entry.held_size
-            if not (self.final or stopped_growing or (capped_read and whole == 0) or end < size):
-                entry.held_size = size
-                self.changed = True
+            # An unfinished last line. If the read was cut short, its end is on disk: read it next
+            # round, unless one line alone fills a read (it must still make progress). Otherwise ship
+            # it once Ray has stopped writing to the file, at the per-file cap, or when we stop.
+            if capped_read:
+                held = whole > 0
+            else:
+                held = not (self.final or size == entry.held_size or end < size)
+                if held:
+                    entry.held_size = size
+                    self.changed = True
+            if held:
                 data = data[:whole]
         if not data:
             return not capped_read
-        attribution = Attribution(entry.job_id, entry.task_name, entry.actor_name)
+        attribution = Attribution(entry.job_id, entry.task_name, entry.actor_name, entry.partial_marker)
         table, next_line = chunk_rows(self._chunk(entry, data), identify(entry.path), attribution)
         self.tables.append(table)
         self.bytes_read += len(data)
         entry.offset += len(data)
         entry.line_number = next_line
-        entry.job_id, entry.task_name, entry.actor_name = (
-            attribution.job_id,
-            attribution.task_name,
-            attribution.actor_name,
-        )
-        entry.held_size = -1
-        entry.fingerprint = _fingerprint(path, entry.offset)
-        return entry.offset >= end
+        entry.job_id, entry.task_name = attribution.job_id, attribution.task_name
+        entry.actor_name, entry.partial_marker = attribution.actor_name, attribution.partial
+        waiting = held and not capped_read  # for Ray to finish the last line: nothing more to read now
+        entry.held_size = size if waiting else -1
+        tail = data[-_FINGERPRINT_BYTES:]
+        entry.fingerprint = zlib.crc32(tail) if len(tail) == _FINGERPRINT_BYTES else _fingerprint(path, entry.offset)
+        return entry.offset >= end or waiting
 
 
 def _log_files(logs_dir: Path) -> list[Path]:

@@ -251,3 +251,29 @@ def test_links_are_not_followed_and_odd_file_names_are_shipped(tmp_path: Path, s
     assert "logs/innocent.log" not in set(rows["file"].to_pylist())
     assert b"token" not in b"".join(text.encode() for text in rows["text"].to_pylist())
     assert archived_file(rows, "logs/worker \ufffd\nname.out") == b"printed\n"
+
+
+WORKER_OUT = "worker-48e47177eed42ab21019d88d2b782ef8babad866d75ed1f4fb2b4abd-02000000-6355.out"
+
+
+def test_a_marker_written_in_two_pieces_still_names_the_task(tmp_path: Path, session_dir: Path) -> None:
+    path = session_dir / "logs" / WORKER_OUT
+    path.write_bytes(b":job_id:02000000\n:task_name:first\nhello from first\n:task_na")
+    shipper = make_shipper(tmp_path)
+    ship_all(shipper)
+    ship_all(shipper)  # the worker went idle mid-marker: the piece is shipped as it is
+    with open(path, "ab") as handle:
+        handle.write(b"me:second\nhello from second\n")
+    ship_all(shipper)
+    owners = {row["text"]: row["task_name"] for row in table_rows(archived_rows(tmp_path))}
+    assert owners["hello from first"] == "first"
+    assert owners["hello from second"] == "second"
+
+
+def test_lines_are_not_split_where_a_read_budget_ends(tmp_path: Path, session_dir: Path) -> None:
+    lines = [b":job_id:02000000\n"] + [b":task_name:t%d\nline %d of task t%d\n" % (i, i, i) for i in range(300)]
+    (session_dir / "logs" / WORKER_OUT).write_bytes(b"".join(lines))
+    ship_all(make_shipper(tmp_path, read_max_bytes=1000, part_max_bytes=3000), final=True)
+    rows = table_rows(archived_rows(tmp_path))
+    assert all(row["newline"] for row in rows)  # every line whole, in one row
+    assert all(row["task_name"] == row["text"].rsplit(" ", 1)[1] for row in rows if row["text"].startswith("line"))
