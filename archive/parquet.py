@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL
+from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PLAIN_COLUMNS, UNSTATISTICAL_COLUMNS
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -18,6 +18,9 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Ta
 
 
 def table_to_parquet(table: pa.Table) -> bytes:
+    name = (table.schema.metadata or {}).get(b"ray_history.table", b"").decode()
+    encodings = PLAIN_COLUMNS.get(name, {})
+    unstatistical = UNSTATISTICAL_COLUMNS.get(name, ())
     sink = io.BytesIO()
     pq.write_table(
         table,
@@ -25,6 +28,9 @@ def table_to_parquet(table: pa.Table) -> bytes:
         compression=PARQUET_COMPRESSION,
         compression_level=PARQUET_COMPRESSION_LEVEL,
         row_group_size=256 * 1024,
+        use_dictionary=[column for column in table.column_names if column not in encodings],
+        column_encoding=encodings or None,
+        write_statistics=[column for column in table.column_names if column not in unstatistical],
     )
     return sink.getvalue()
 

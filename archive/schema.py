@@ -87,3 +87,12 @@ METRICS = pa.schema(
 # Parquet settings measured on real captures: zstd level 1 is the size/speed sweet spot.
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 1
+
+# Per-table Parquet column settings, where the defaults (dictionary encoding, statistics) cost more
+# than they give. In logs, offsets and line numbers only grow within a file: delta encoding stores
+# them in a few bits (dictionary encoding made them 7% of the raw log size); text is too varied for
+# a dictionary, and min/max statistics of free text help no query.
+PLAIN_COLUMNS: dict[str, dict[str, str]] = {
+    "logs": {"offset": "DELTA_BINARY_PACKED", "line_number": "DELTA_BINARY_PACKED", "text": "PLAIN", "raw": "PLAIN"},
+}
+UNSTATISTICAL_COLUMNS: dict[str, tuple[str, ...]] = {"logs": ("text", "raw"), "events": ("payload",)}

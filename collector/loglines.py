@@ -168,8 +168,8 @@ def _text_columns(count: int, offsets: np.ndarray, stripped: bytes) -> tuple[pa.
 def _attribute(columns: dict[str, pa.Array], text: pa.Array, tail: bool, attribution: Attribution) -> None:
     """Fill job, task and actor from the markers Ray prints before each task's or actor's output.
 
-    Vectorised: a marker line sets its value, and the lines after it take the last value set
-    (forward fill). A task marker clears the actor and the other way round.
+    In bulk: each line takes the value of the last marker at or before it (a running count of
+    markers indexes the values), and a task marker clears the actor and the other way round.
     """
     count = len(text)
     detect = text
@@ -180,41 +180,43 @@ def _attribute(columns: dict[str, pa.Array], text: pa.Array, tail: bool, attribu
     # An unfinished last line is judged once whole, so its start is carried to the next chunk.
     attribution.partial = last if last is not None and last.startswith(":") and len(last) <= 256 else None
     whole = detect.slice(0, count - int(tail))
-    if not len(whole) or not pc.any(pc.starts_with(whole, ":")).as_py():
+    candidates = np.flatnonzero(pc.starts_with(whole, ":").to_numpy(zero_copy_only=False))
+    if not len(candidates):
         return
-    job = _marked(whole, ":job_id:")
-    task = _marked(whole, ":task_name:")
-    actor = _marked(whole, ":actor_name:")
-    owner = pc.coalesce(pc.binary_join_element_wise("t", task, ""), pc.binary_join_element_wise("a", actor, ""))
-    initial_owner = _owner(attribution.task_name, attribution.actor_name)
-    job = _filled(job, attribution.job_id or columns["job_id"][0].as_py(), count)
-    owner = _filled(owner, initial_owner, count)
-    is_task = pc.fill_null(pc.starts_with(owner, "t"), False)
-    is_actor = pc.fill_null(pc.starts_with(owner, "a"), False)
-    names = pc.utf8_slice_codeunits(owner, 1)
-    columns["job_id"] = job
-    columns["task_name"] = pc.if_else(is_task, names, pa.scalar(None, pa.string()))
-    columns["actor_name"] = pc.if_else(is_actor, names, pa.scalar(None, pa.string()))
-    attribution.job_id = job[count - 1].as_py()
-    final_owner = owner[count - 1].as_py()
-    attribution.task_name = final_owner[1:] if final_owner and final_owner[0] == "t" else None
-    attribution.actor_name = final_owner[1:] if final_owner and final_owner[0] == "a" else None
+    lines = whole.take(pa.array(candidates))
+    job_at, jobs = _markers(lines, candidates, ":job_id:")
+    task_at, tasks = _markers(lines, candidates, ":task_name:")
+    actor_at, actors = _markers(lines, candidates, ":actor_name:")
+    job_values = pa.concat_arrays([pa.array([attribution.job_id or columns["job_id"][0].as_py()], pa.string()), jobs])
+    job_index = _last_mark(job_at, count)
+    columns["job_id"] = job_values.take(pa.array(job_index))
+    # Task and actor markers share one running count: a marker of either kind replaces the other.
+    owner_at = np.concatenate([task_at, actor_at])
+    order = np.argsort(owner_at, kind="stable")
+    owner_tasks = pa.concat_arrays(
+        [pa.array([attribution.task_name], pa.string()), tasks, pa.nulls(len(actors), pa.string())]
+    )
+    owner_actors = pa.concat_arrays(
+        [pa.array([attribution.actor_name], pa.string()), pa.nulls(len(tasks), pa.string()), actors]
+    )
+    ranked = np.concatenate([[0], order + 1])  # value index of the i-th owner marker in line order
+    which = pa.array(ranked[_last_mark(owner_at[order], count)])
+    columns["task_name"] = owner_tasks.take(which)
+    columns["actor_name"] = owner_actors.take(which)
+    attribution.job_id = columns["job_id"][count - 1].as_py()
+    attribution.task_name = columns["task_name"][count - 1].as_py()
+    attribution.actor_name = columns["actor_name"][count - 1].as_py()
 
 
-def _marked(lines: pa.Array, prefix: str) -> pa.Array:
-    """The value a marker line names, null on every other line."""
-    value = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(lines, len(prefix)))
-    return pc.if_else(pc.starts_with(lines, prefix), value, pa.scalar(None, pa.string()))
+def _markers(lines: pa.Array, positions: np.ndarray, prefix: str) -> tuple[np.ndarray, pa.Array]:
+    """Line positions of the markers with this prefix, and the values they name."""
+    hits = pc.starts_with(lines, prefix).to_numpy(zero_copy_only=False)
+    values = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(lines.filter(pa.array(hits)), len(prefix)))
+    return positions[hits], values
 
 
-def _owner(task: str | None, actor: str | None) -> str | None:
-    return f"t{task}" if task is not None else f"a{actor}" if actor is not None else None
-
-
-def _filled(marks: pa.Array, initial: str | None, count: int) -> pa.Array:
-    """Each line's last marked value (`initial` before the first mark), for all `count` lines."""
-    filled = pc.fill_null_forward(pa.concat_arrays([pa.array([initial], pa.string()), marks]))
-    filled = filled.slice(1)
-    if len(filled) < count:  # the unfinished last line belongs to whoever printed the line before it
-        filled = pa.concat_arrays([filled, filled.slice(len(filled) - 1)])
-    return filled
+def _last_mark(marked_at: np.ndarray, count: int) -> np.ndarray:
+    """For each line, how many of the (sorted) marker positions are at or before it: 0 for none."""
+    marks = np.zeros(count, dtype=np.int64)
+    np.add.at(marks, marked_at, 1)
+    return np.cumsum(marks)
