@@ -96,7 +96,6 @@ class ConvertedSegment:
     parts: dict[tuple[PartKind, str], bytes] = field(default_factory=dict)
     rows: dict[tuple[PartKind, str], int] = field(default_factory=dict)
     events: int = 0
-    samples: int = 0
     duplicates: int = 0
     quarantined: int = 0
 
@@ -179,5 +178,4 @@ def _convert_segment(path: Path) -> ConvertedSegment:
         rows.sort(key=lambda row: (row["name"], row["labels"], row["timestamp"]))
         result.parts["metrics", session] = table_to_parquet(rows_to_table(rows, METRICS))
         result.rows["metrics", session] = len(rows)
-        result.samples += len(rows)
     return result
