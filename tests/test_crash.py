@@ -1,4 +1,4 @@
-"""kill -9 in the middle of a stream of POSTs: every event that got a 200 is archived exactly once."""
+"""kill -9 mid-work: every event that got a 200, and every log line, is archived exactly once."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from archive.ids import b64_to_hex
+from archive.logs import file_ids_by_name, rebuild_file
 from archive.parquet import parquet_to_table
 from archive.storage import open_storage
 from bench.synth import Synth, post_bodies
@@ -72,3 +75,40 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing_acknowledged(tmp_path: Path
     repeated = [event_id for event_id, count in archived.items() if count > 1]
     assert missing == [] and repeated == []
     assert len(list((tmp_path / "spool").glob("seg-*.wal"))) == 0
+
+
+def test_a_log_rotated_while_the_collector_was_killed_is_shipped_whole_after_restart(tmp_path: Path) -> None:
+    session = tmp_path / "ray" / "session_2026-11-28_10-00-00_000000_1"
+    (session / "logs").mkdir(parents=True)
+    (tmp_path / "ray" / "session_latest").symlink_to(session)
+    raylet = session / "logs" / "raylet.out"
+    raylet.write_bytes(b"".join(b"[state-dump] line %d\n" % i for i in range(1000)))
+    port = free_port()
+    command = collector_command(
+        str(tmp_path / "archive"), port, tmp_path / "spool", tmp_path / "ray", "--log-interval", "0.2",
+        "--dashboard-url", "",
+    )  # fmt: skip
+    first = start_collector_process(command, tmp_path / "collector-1.log")
+    wait_healthy(f"http://127.0.0.1:{port}", process=first)
+    storage = open_storage(str(tmp_path / "archive"))
+    deadline = time.monotonic() + 30
+    while not any(True for _ in storage.list("logs/")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    # While the collector is down Ray writes on, rotates, and starts a new file under the old name.
+    with open(raylet, "ab") as handle:
+        handle.write(b"".join(b"written while down %d\n" % i for i in range(1000)))
+    raylet.rename(session / "logs" / "raylet.out.1")
+    raylet.write_bytes(b"after the rotation\n")
+
+    second = start_collector_process(command, tmp_path / "collector-2.log")
+    wait_healthy(f"http://127.0.0.1:{port}", process=second)
+    assert stop_collector_process(second) == 0
+    rows = pa.concat_tables([parquet_to_table(storage.get(info.key)) for info in storage.list("logs/")])
+    by_name = file_ids_by_name(rows)
+    for name in ("raylet.out.1", "raylet.out"):
+        path = session / "logs" / name
+        assert rebuild_file(rows.filter(pc.equal(rows["file_id"], by_name[f"logs/{name}"]))) == path.read_bytes()
+    lines = rows.filter(pc.is_null(rows["omitted_bytes"]))
+    assert lines.num_rows == len(set(zip(lines["file_id"].to_pylist(), lines["offset"].to_pylist(), strict=True)))
