@@ -1,0 +1,779 @@
+"""The session catalog: one DuckDB row per session in the archive, kept fresh incrementally.
+
+Only the small JSON documents under `sessions/` are read (manifest, node markers, closed). Each one is
+decoded into its own table, keyed by its object key, and a session's row is rebuilt from those tables
+whenever one of its documents changes; the listing's (size, mtime) of every document read is remembered
+so that an unchanged archive costs one listing and no reads. Status also depends on the clock (a session
+whose heartbeats stop turns "incomplete"), so every refresh re-judges it from the stored heartbeat times,
+before listing the archive: a status is at most one refresh interval late, even while the store is down.
+
+Concurrency: one refresh at a time (a lock), each applying its changes in DuckDB transactions; readers
+take a cursor of their own per call and never wait for a refresh, seeing the state before or after
+each of its transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from archive import documents, layout
+from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
+
+log = logging.getLogger(__name__)
+
+# Bump when the tables below change: a catalog file of another version is rebuilt from the archive.
+CATALOG_VERSION = "1"
+STATUSES = ("running", "incomplete", "closed")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+DEFAULT_SORT = "-start_time_ms"
+
+DocKind = Literal["manifest", "node", "closed"]
+
+# The row a caller sees, in this order. Everything here is a column of `sessions`.
+PUBLIC_COLUMNS: tuple[str, ...] = (
+    "namespace",
+    "cluster",
+    "session",
+    "status",
+    "start_time_ms",
+    "end_time_ms",
+    "duration_ms",
+    "ray_version",
+    "owner_kind",
+    "owner_name",
+    "labels",
+    "queue",
+    "priority_class",
+    "rayjob",
+    "raycluster",
+    "pod",
+    "head_node",
+    "head_ray_node_id",
+    "nodes",
+    "nodes_final",
+    "last_heartbeat_ms",
+    "closed_at_ms",
+    "closed_reason",
+    "closed_by",
+    "events_uploaded",
+    "events_quarantined",
+    "parts_uploaded",
+    "spool_bytes",
+    "parts",
+    "parts_bytes",
+    "has_manifest",
+    "collector_version",
+    "annotations",
+    "unreadable",
+)
+# Sorting by a map or a list means nothing to a user.
+SORTABLE_COLUMNS: frozenset[str] = frozenset(PUBLIC_COLUMNS) - {"labels", "annotations", "unreadable"}
+_ROW_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS catalog_meta (name VARCHAR NOT NULL, value VARCHAR NOT NULL)",
+    # Every session document seen in the last listing, and why it could not be read if it could not.
+    """CREATE TABLE IF NOT EXISTS documents (
+        key VARCHAR NOT NULL, path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL,
+        session VARCHAR NOT NULL, kind VARCHAR NOT NULL, size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL,
+        error VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS manifests (
+        key VARCHAR NOT NULL, path VARCHAR NOT NULL, start_time_ms BIGINT, ray_version VARCHAR,
+        head_node VARCHAR, head_ray_node_id VARCHAR, owner_kind VARCHAR, owner_name VARCHAR, labels JSON,
+        label_terms VARCHAR[], pod VARCHAR, raycluster VARCHAR, rayjob VARCHAR, queue VARCHAR,
+        priority_class VARCHAR, annotations JSON, collector_version VARCHAR, schema_version INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS node_markers (
+        key VARCHAR NOT NULL, path VARCHAR NOT NULL, node VARCHAR NOT NULL, role VARCHAR,
+        last_heartbeat_ms BIGINT, started_at_ms BIGINT, final BOOLEAN, ray_node_id VARCHAR, hostname VARCHAR,
+        events_uploaded BIGINT, parts_uploaded BIGINT, events_quarantined BIGINT, spool_bytes BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS closures (
+        key VARCHAR NOT NULL, path VARCHAR NOT NULL, closed_at_ms BIGINT, closed_by VARCHAR, reason VARCHAR)""",
+    # Filled only by refresh(scan_parts=True): listing every part is far dearer than listing sessions/.
+    """CREATE TABLE IF NOT EXISTS part_stats (
+        path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL, session VARCHAR NOT NULL,
+        parts BIGINT, parts_bytes BIGINT, nodes INTEGER, first_part_ms BIGINT, last_part_ms BIGINT)""",
+    # The columns every listing reads in full (the tie-break, the text search, the row itself) stay
+    # uncompressed: DuckDB compresses even in-memory tables, and decompressing them made a page of 100 out of
+    # 100k sessions four times slower. Other columns are few-valued and filter fine compressed.
+    """CREATE TABLE IF NOT EXISTS sessions (
+        path VARCHAR NOT NULL USING COMPRESSION uncompressed,
+        namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL, session VARCHAR NOT NULL,
+        status VARCHAR NOT NULL, start_time_ms BIGINT, end_time_ms BIGINT, duration_ms BIGINT,
+        ray_version VARCHAR, owner_kind VARCHAR, owner_name VARCHAR, labels JSON, queue VARCHAR,
+        priority_class VARCHAR, rayjob VARCHAR, raycluster VARCHAR, pod VARCHAR, head_node VARCHAR,
+        head_ray_node_id VARCHAR, nodes INTEGER, nodes_final INTEGER, last_heartbeat_ms BIGINT,
+        last_live_heartbeat_ms BIGINT, closed_at_ms BIGINT, closed_reason VARCHAR, closed_by VARCHAR,
+        events_uploaded BIGINT, events_quarantined BIGINT, parts_uploaded BIGINT, spool_bytes BIGINT,
+        parts BIGINT, parts_bytes BIGINT, has_manifest BOOLEAN NOT NULL, collector_version VARCHAR,
+        annotations JSON, unreadable VARCHAR[], label_terms VARCHAR[],
+        search_text VARCHAR USING COMPRESSION uncompressed, row_json VARCHAR USING COMPRESSION uncompressed)""",
+]
+_TABLES = ("catalog_meta", "documents", "manifests", "node_markers", "closures", "part_stats", "sessions")
+
+_STRING = pa.string()
+_INT = pa.int64()
+_DOCUMENTS = pa.schema(
+    [("key", _STRING), ("path", _STRING), ("namespace", _STRING), ("cluster", _STRING), ("session", _STRING),
+     ("kind", _STRING), ("size", _INT), ("mtime_ns", _INT), ("error", _STRING)]
+)  # fmt: skip
+_MANIFESTS = pa.schema(
+    [("key", _STRING), ("path", _STRING), ("start_time_ms", _INT), ("ray_version", _STRING),
+     ("head_node", _STRING), ("head_ray_node_id", _STRING), ("owner_kind", _STRING), ("owner_name", _STRING),
+     ("labels", _STRING), ("label_terms", pa.list_(_STRING)), ("pod", _STRING), ("raycluster", _STRING),
+     ("rayjob", _STRING), ("queue", _STRING), ("priority_class", _STRING), ("annotations", _STRING),
+     ("collector_version", _STRING), ("schema_version", pa.int32())]
+)  # fmt: skip
+_NODE_MARKERS = pa.schema(
+    [("key", _STRING), ("path", _STRING), ("node", _STRING), ("role", _STRING), ("last_heartbeat_ms", _INT),
+     ("started_at_ms", _INT), ("final", pa.bool_()), ("ray_node_id", _STRING), ("hostname", _STRING),
+     ("events_uploaded", _INT), ("parts_uploaded", _INT), ("events_quarantined", _INT), ("spool_bytes", _INT)]
+)  # fmt: skip
+_CLOSURES = pa.schema(
+    [("key", _STRING), ("path", _STRING), ("closed_at_ms", _INT), ("closed_by", _STRING), ("reason", _STRING)]
+)
+_PART_STATS = pa.schema(
+    [("path", _STRING), ("namespace", _STRING), ("cluster", _STRING), ("session", _STRING), ("parts", _INT),
+     ("parts_bytes", _INT), ("nodes", pa.int32()), ("first_part_ms", _INT), ("last_part_ms", _INT)]
+)  # fmt: skip
+_DOC_TABLES: dict[DocKind, tuple[str, pa.Schema]] = {
+    "manifest": ("manifests", _MANIFESTS),
+    "node": ("node_markers", _NODE_MARKERS),
+    "closed": ("closures", _CLOSURES),
+}
+
+# A final marker means that node's collector is done with the session, so only the others keep it running.
+_STATUS_SQL = """CASE WHEN closed_at_ms IS NOT NULL THEN 'closed'
+    WHEN last_live_heartbeat_ms >= $running_since_ms THEN 'running' ELSE 'incomplete' END"""
+# The public row as one JSON string: a page fetches this one column instead of thirty, which made a page of
+# 100 out of 10,000 sessions several times faster (each column fetched costs a scan of the candidates).
+_ROW_JSON_SQL = "json_object({})::VARCHAR".format(", ".join(f"'{column}', {column}" for column in PUBLIC_COLUMNS))
+
+# Rebuilds the rows of the sessions named in `_paths` from the decoded documents and part stats.
+_BUILD_SESSIONS = f"""
+INSERT INTO sessions BY NAME
+WITH known AS (
+    SELECT DISTINCT path, namespace, cluster, session FROM documents WHERE path IN (SELECT path FROM _paths)
+    UNION
+    SELECT path, namespace, cluster, session FROM part_stats WHERE path IN (SELECT path FROM _paths)
+), bad AS (
+    SELECT path, list(key ORDER BY key) AS unreadable FROM documents
+    WHERE error IS NOT NULL AND path IN (SELECT path FROM _paths) GROUP BY path
+), markers AS (
+    SELECT path, count(*) AS nodes, count(*) FILTER (WHERE final) AS nodes_final,
+        max(last_heartbeat_ms) AS last_heartbeat_ms,
+        max(last_heartbeat_ms) FILTER (WHERE NOT final) AS last_live_heartbeat_ms,
+        min(started_at_ms) AS first_started_ms,
+        min(node) FILTER (WHERE role = 'head') AS head_marker_node,
+        sum(events_uploaded) AS events_uploaded, sum(events_quarantined) AS events_quarantined,
+        sum(parts_uploaded) AS parts_uploaded, sum(spool_bytes) AS spool_bytes
+    FROM node_markers WHERE path IN (SELECT path FROM _paths) GROUP BY path
+), joined AS (
+    SELECT k.path, k.namespace, k.cluster, k.session,
+        -- Without a manifest the start is a guess: the first collector's start, else the first part.
+        coalesce(m.start_time_ms, n.first_started_ms, p.first_part_ms) AS start_time_ms,
+        coalesce(c.closed_at_ms, n.last_heartbeat_ms, p.last_part_ms) AS end_time_ms,
+        m.ray_version, m.owner_kind, m.owner_name, coalesce(m.labels, '{{}}') AS labels, m.queue,
+        m.priority_class, m.rayjob, m.raycluster, m.pod, coalesce(m.head_node, n.head_marker_node) AS head_node,
+        m.head_ray_node_id, coalesce(n.nodes, p.nodes, 0) AS nodes, coalesce(n.nodes_final, 0) AS nodes_final,
+        n.last_heartbeat_ms, n.last_live_heartbeat_ms, c.closed_at_ms, c.reason AS closed_reason, c.closed_by,
+        coalesce(n.events_uploaded, 0) AS events_uploaded, coalesce(n.events_quarantined, 0) AS events_quarantined,
+        coalesce(n.parts_uploaded, 0) AS parts_uploaded, coalesce(n.spool_bytes, 0) AS spool_bytes,
+        p.parts, p.parts_bytes, m.path IS NOT NULL AS has_manifest, m.collector_version,
+        coalesce(m.annotations, '{{}}') AS annotations, coalesce(b.unreadable, []) AS unreadable,
+        coalesce(m.label_terms, []) AS label_terms,
+        lower(concat_ws(' ', k.namespace, k.cluster, k.session, m.owner_name, m.rayjob, m.raycluster))
+            AS search_text
+    FROM known k
+    LEFT JOIN manifests m USING (path)
+    LEFT JOIN markers n USING (path)
+    LEFT JOIN closures c USING (path)
+    LEFT JOIN part_stats p USING (path)
+    LEFT JOIN bad b USING (path)
+)
+SELECT *, {_ROW_JSON_SQL} AS row_json FROM (
+    SELECT *, greatest(end_time_ms - start_time_ms, 0) AS duration_ms, {_STATUS_SQL} AS status FROM joined
+)
+"""
+
+
+@dataclass(frozen=True)
+class RefreshStats:
+    """What one refresh did."""
+
+    documents_listed: int = 0
+    documents_read: int = 0
+    documents_unreadable: int = 0
+    documents_removed: int = 0
+    parts_listed: int = 0
+    sessions_added: int = 0
+    sessions_updated: int = 0
+    sessions_removed: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """Which sessions to list, in what order, which page. Checked by Catalog.list_sessions (ValueError)."""
+
+    namespace: str | None = None
+    cluster: str | None = None
+    owner: str | None = None  # the owner's name, or "Kind/name" (the kind compared without case)
+    labels: Sequence[str] = ()  # each "key=value", or a bare "key" for "has this label"; all must hold
+    status: str | None = None  # running, incomplete or closed
+    queue: str | None = None
+    started_after_ms: int | None = None  # inclusive
+    started_before_ms: int | None = None  # exclusive
+    text: str | None = None  # a substring of namespace, cluster, session, owner, RayJob or RayCluster names
+    sort: str | None = DEFAULT_SORT  # a column of SORTABLE_COLUMNS, "-" first for descending
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class _DocRef:
+    """A session document's place: which session, which kind, which node (markers only)."""
+
+    key: str
+    ref: layout.SessionRef
+    kind: DocKind
+    node: str | None = None
+
+
+@dataclass
+class _Fetched:
+    """A document as read: its decoded row, or why there is none."""
+
+    doc: _DocRef
+    info: ObjectInfo
+    row: dict[str, Any] | None = None
+    error: str | None = None  # the document is there but is not what it should be
+    gone: bool = False  # deleted between the listing and the read
+    failed: bool = False  # the store did not answer: try again next refresh
+
+
+@dataclass
+class _Tally:
+    read: int = 0
+    unreadable: int = 0
+    removed: int = 0
+    touched: set[str] = field(default_factory=set)
+
+
+class Catalog:
+    """Every session of the archive, to list, filter, sort and page in milliseconds."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        database: Path | None = None,
+        heartbeat_timeout_s: float = 90.0,
+        *,
+        clock: Callable[[], float] = time.time,
+        fetch_threads: int = 8,
+        batch_size: int = 2000,
+    ) -> None:
+        """`database` None keeps the catalog in memory; a file keeps it across restarts (nothing re-read).
+
+        `clock` (seconds since the epoch) judges heartbeats; `fetch_threads` documents are read at once,
+        and every `batch_size` of them are committed together, so a first refresh fills the list as it goes.
+        """
+        self.storage = storage
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._clock = clock
+        self._fetch_threads = fetch_threads
+        self._batch_size = batch_size
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        self._db = duckdb.connect(str(database) if database is not None else ":memory:")
+        self._cursor_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._prepare_schema()
+        # (size, mtime_ns) of every document as last read: what makes a refresh of an unchanged archive free.
+        self._seen: dict[str, tuple[int, int]] = {
+            key: (size, mtime_ns)
+            for key, size, mtime_ns in self._db.execute("SELECT key, size, mtime_ns FROM documents").fetchall()
+        }
+        # Keys under sessions/ that are no session document (stray files): not parsed again.
+        self._ignored: set[str] = set()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        # A DuckDB connection is not safe across threads, but cursors (connections of their own to
+        # the same database) are; only making one needs the parent to itself.
+        with self._cursor_lock:
+            return self._db.cursor()
+
+    def _prepare_schema(self) -> None:
+        """Create the tables; a catalog file of another version or another archive starts afresh."""
+        wanted = {"version": CATALOG_VERSION, "archive": self.storage.uri}
+        cur = self._db
+        existing = {row[0] for row in cur.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "catalog_meta" in existing:
+            found = dict(cur.execute("SELECT name, value FROM catalog_meta").fetchall())
+            if found != wanted:
+                log.info("catalog file was made for %s; rebuilding it for %s", found, wanted)
+                for table in _TABLES:
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in _SCHEMA:
+            cur.execute(statement)
+        if cur.execute("SELECT count(*) FROM catalog_meta").fetchone() == (0,):
+            cur.executemany("INSERT INTO catalog_meta VALUES (?, ?)", list(wanted.items()))
+
+    # -- refresh ---------------------------------------------------------------------------------
+
+    def refresh(self, scan_parts: bool = False) -> RefreshStats:
+        """Read what changed under sessions/ since the last refresh; re-judge every status by the clock.
+
+        `scan_parts` also lists events/, logs/ and metrics/ (every part: much dearer) to count parts and
+        bytes per session and to show sessions that have parts but no session document yet.
+        """
+        with self._refresh_lock:
+            started = time.perf_counter()
+            with closing(self._cursor()) as cur:
+                running_since_ms = self._running_since_ms()
+                before = self._session_paths(cur)
+                aged = self._rejudge_statuses(cur, running_since_ms)
+                listing = self._list_documents()
+                tally = self._apply_listing(cur, listing, running_since_ms)
+                parts_listed = 0
+                if scan_parts:
+                    parts_listed, stats = self._scan_parts()
+                    tally.touched |= self._apply_part_stats(cur, stats, running_since_ms)
+                after = self._session_paths(cur)
+        return RefreshStats(
+            documents_listed=len(listing),
+            documents_read=tally.read,
+            documents_unreadable=tally.unreadable,
+            documents_removed=tally.removed,
+            parts_listed=parts_listed,
+            sessions_added=len(after - before),
+            sessions_updated=len((tally.touched | aged) & before & after),
+            sessions_removed=len(before - after),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _running_since_ms(self) -> int:
+        return int((self._clock() - self.heartbeat_timeout_s) * 1000)
+
+    @staticmethod
+    def _session_paths(cur: duckdb.DuckDBPyConnection) -> set[str]:
+        return {row[0] for row in cur.execute("SELECT path FROM sessions").fetchall()}
+
+    @staticmethod
+    def _rejudge_statuses(cur: duckdb.DuckDBPyConnection, running_since_ms: int) -> set[str]:
+        """Sessions whose status the clock alone changed (heartbeats that went quiet)."""
+        params = {"running_since_ms": running_since_ms}
+        with _transaction(cur):
+            rows = cur.execute(
+                f"UPDATE sessions SET status = {_STATUS_SQL} WHERE status <> {_STATUS_SQL} RETURNING path", params
+            ).fetchall()
+            if rows:
+                cur.execute(f"UPDATE sessions SET row_json = {_ROW_JSON_SQL} WHERE status <> row_json->>'status'")
+        return {row[0] for row in rows}
+
+    def _list_documents(self) -> dict[str, ObjectInfo]:
+        return {info.key: info for info in self.storage.list("sessions/")}
+
+    def _changed_documents(self, listing: dict[str, ObjectInfo]) -> list[tuple[_DocRef, ObjectInfo]]:
+        """Documents new or different since they were read; only these keys are parsed, let alone read."""
+        changed: list[tuple[_DocRef, ObjectInfo]] = []
+        for key, info in listing.items():
+            if self._seen.get(key) == (info.size, info.mtime_ns) or key in self._ignored:
+                continue
+            doc = _parse_session_key(key)
+            if doc is None:
+                self._ignored.add(key)
+            else:
+                changed.append((doc, info))
+        return changed
+
+    def _apply_listing(
+        self, cur: duckdb.DuckDBPyConnection, listing: dict[str, ObjectInfo], running_since_ms: int
+    ) -> _Tally:
+        tally = _Tally()
+        changed = self._changed_documents(listing)
+        for start in range(0, len(changed), self._batch_size):
+            fetched = self._fetch(changed[start : start + self._batch_size])
+            self._apply_documents(cur, fetched, running_since_ms, tally)
+        removed = sorted(self._seen.keys() - listing.keys())
+        if removed:
+            self._remove_documents(cur, removed, running_since_ms, tally)
+        return tally
+
+    def _fetch(self, batch: Sequence[tuple[_DocRef, ObjectInfo]]) -> list[_Fetched]:
+        threads = min(self._fetch_threads, len(batch))
+        if threads <= 1:
+            return self._read_all(batch)
+        # Reads from an object store are mostly waiting: a few at once make a cold start on S3 bearable.
+        # A slice per thread rather than a task per document: futures cost more than a local read.
+        with ThreadPoolExecutor(threads, thread_name_prefix="catalog-read") as pool:
+            slices = pool.map(self._read_all, [batch[i::threads] for i in range(threads)])
+            return [fetched for part in slices for fetched in part]
+
+    def _read_all(self, batch: Sequence[tuple[_DocRef, ObjectInfo]]) -> list[_Fetched]:
+        return [self._read(doc, info) for doc, info in batch]
+
+    def _read(self, doc: _DocRef, info: ObjectInfo) -> _Fetched:
+        fetched = _Fetched(doc, info)
+        try:
+            data = self.storage.get(doc.key)
+        except ObjectNotFound:
+            fetched.gone = True
+            return fetched
+        except StorageError as exc:
+            log.warning("could not read session document %s (trying again next refresh): %s", doc.key, exc)
+            fetched.failed = True
+            return fetched
+        try:
+            fetched.row = _decode_document(doc, data)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            log.warning("unreadable session document %s, shown without it: %s", doc.key, exc)
+            fetched.error = str(exc) or type(exc).__name__
+        return fetched
+
+    def _apply_documents(
+        self, cur: duckdb.DuckDBPyConnection, fetched: list[_Fetched], running_since_ms: int, tally: _Tally
+    ) -> None:
+        """Replace the decoded rows of these documents and rebuild their sessions, in one transaction."""
+        kept = [item for item in fetched if not item.failed and not item.gone]
+        gone = [item.doc.key for item in fetched if item.gone]
+        keys = [item.doc.key for item in kept] + gone
+        paths = {item.doc.ref.path for item in fetched if not item.failed}
+        if not keys:
+            return
+        with _transaction(cur):
+            self._delete_keys(cur, keys)
+            _insert(cur, "documents", [_listing_row(item) for item in kept], _DOCUMENTS)
+            for kind, (table, schema) in _DOC_TABLES.items():
+                rows = [item.row for item in kept if item.row is not None and item.doc.kind == kind]
+                _insert(cur, table, rows, schema)
+            self._rebuild_sessions(cur, paths, running_since_ms)
+        # Only once committed: a failed transaction leaves these to be read again next time.
+        for item in kept:
+            self._seen[item.doc.key] = (item.info.size, item.info.mtime_ns)
+        for key in gone:
+            self._seen.pop(key, None)
+        tally.read += len(kept)
+        tally.unreadable += sum(1 for item in kept if item.error is not None)
+        tally.removed += len(gone)
+        tally.touched |= paths
+
+    def _remove_documents(
+        self, cur: duckdb.DuckDBPyConnection, keys: list[str], running_since_ms: int, tally: _Tally
+    ) -> None:
+        paths = {doc.ref.path for doc in map(_parse_session_key, keys) if doc is not None}
+        with _transaction(cur):
+            self._delete_keys(cur, keys)
+            self._rebuild_sessions(cur, paths, running_since_ms)
+        for key in keys:
+            self._seen.pop(key, None)
+        tally.removed += len(keys)
+        tally.touched |= paths
+
+    @staticmethod
+    def _delete_keys(cur: duckdb.DuckDBPyConnection, keys: list[str]) -> None:
+        with _registered(cur, "_keys", pa.table({"key": pa.array(keys, _STRING)})):
+            for table in ("documents", *(table for table, _ in _DOC_TABLES.values())):
+                cur.execute(f"DELETE FROM {table} WHERE key IN (SELECT key FROM _keys)")
+
+    @staticmethod
+    def _rebuild_sessions(cur: duckdb.DuckDBPyConnection, paths: Iterable[str], running_since_ms: int) -> None:
+        with _registered(cur, "_paths", pa.table({"path": pa.array(sorted(paths), _STRING)})):
+            cur.execute("DELETE FROM sessions WHERE path IN (SELECT path FROM _paths)")
+            cur.execute(_BUILD_SESSIONS, {"running_since_ms": running_since_ms})
+
+    def _scan_parts(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        """(parts listed, per-session counts) over every raw part in the archive."""
+        stats: dict[str, dict[str, Any]] = {}
+        nodes: dict[str, set[str]] = {}
+        listed = 0
+        for kind in layout.PART_KINDS:
+            for info in self.storage.list(f"{kind}/"):
+                parsed = layout.parse_part_key(info.key)
+                if parsed is None:
+                    continue
+                listed += 1
+                _, ref, node, _ = parsed
+                mtime_ms = info.mtime_ns // 1_000_000
+                row = stats.get(ref.path)
+                if row is None:
+                    row = stats[ref.path] = {
+                        "path": ref.path, "namespace": ref.namespace, "cluster": ref.cluster,
+                        "session": ref.session, "parts": 0, "parts_bytes": 0, "nodes": 0,
+                        "first_part_ms": mtime_ms, "last_part_ms": mtime_ms,
+                    }  # fmt: skip
+                    nodes[ref.path] = set()
+                row["parts"] += 1
+                row["parts_bytes"] += info.size
+                row["first_part_ms"] = min(row["first_part_ms"], mtime_ms)
+                row["last_part_ms"] = max(row["last_part_ms"], mtime_ms)
+                nodes[ref.path].add(node)
+        for path, row in stats.items():
+            row["nodes"] = len(nodes[path])
+        return listed, stats
+
+    def _apply_part_stats(
+        self, cur: duckdb.DuckDBPyConnection, stats: dict[str, dict[str, Any]], running_since_ms: int
+    ) -> set[str]:
+        """Replace the part counts that changed and rebuild those sessions; the sessions touched."""
+        names = _PART_STATS.names
+        old = {
+            row[0]: dict(zip(names, row, strict=True))
+            for row in cur.execute(f"SELECT {', '.join(names)} FROM part_stats").fetchall()
+        }
+        changed = {path for path in old.keys() | stats.keys() if old.get(path) != stats.get(path)}
+        if not changed:
+            return changed
+        changed_paths = pa.table({"path": pa.array(sorted(changed), _STRING)})
+        with _transaction(cur), _registered(cur, "_changed", changed_paths):
+            cur.execute("DELETE FROM part_stats WHERE path IN (SELECT path FROM _changed)")
+            _insert(cur, "part_stats", [stats[path] for path in changed if path in stats], _PART_STATS)
+            self._rebuild_sessions(cur, changed, running_since_ms)
+        return changed
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def list_sessions(self, query: SessionQuery) -> tuple[int, list[dict[str, Any]]]:
+        """(how many sessions match, the requested page of them)."""
+        where, params = _where(query)
+        order = _order_by(query.sort)
+        limit, offset = _page(query)
+        # One transaction: the total and the page come from the same state even mid-refresh.
+        with closing(self._cursor()) as cur, _transaction(cur):
+            total = cur.execute(f"SELECT count(*) FROM sessions WHERE {where}", params).fetchone()
+            page = cur.execute(
+                f"SELECT row_json FROM sessions WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            ).fetchall()
+        return (total[0] if total else 0), [_ROW_DECODER.decode(row) for (row,) in page]
+
+    def get(self, namespace: str, cluster: str, session: str) -> dict[str, Any] | None:
+        """One session's row, or None if the archive has no such session."""
+        with closing(self._cursor()) as cur:
+            row = cur.execute(
+                "SELECT row_json FROM sessions WHERE namespace = ? AND cluster = ? AND session = ?",
+                [namespace, cluster, session],
+            ).fetchone()
+        return _ROW_DECODER.decode(row[0]) if row is not None else None
+
+
+# -- documents to rows -------------------------------------------------------------------------------
+
+
+def _parse_session_key(key: str) -> _DocRef | None:
+    """Which session document a key under sessions/ is, or None for anything else."""
+    bits = key.split("/")
+    if bits[0] != "sessions" or len(bits) not in (5, 6):
+        return None
+    try:
+        ref = layout.SessionRef(bits[1], bits[2], bits[3])
+        if len(bits) == 6:
+            if bits[4] != "nodes" or not bits[5].endswith(".json"):
+                return None
+            return _DocRef(key, ref, "node", layout.check_name("node", bits[5].removesuffix(".json")))
+    except layout.InvalidName:
+        return None
+    if bits[4] == "manifest.json":
+        return _DocRef(key, ref, "manifest")
+    if bits[4] == "closed.json":
+        return _DocRef(key, ref, "closed")
+    return None
+
+
+def _decode_document(doc: _DocRef, data: bytes) -> dict[str, Any]:
+    """The table row of a session document; msgspec errors if it is not one."""
+    base = {"key": doc.key, "path": doc.ref.path}
+    if doc.kind == "manifest":
+        return base | _manifest_row(documents.decode(data, documents.Manifest))
+    if doc.kind == "node":
+        return base | _marker_row(doc, documents.decode(data, documents.NodeMarker))
+    closed = documents.decode(data, documents.Closed)
+    return base | {"closed_at_ms": closed.closed_at_ms, "closed_by": closed.closed_by, "reason": closed.reason}
+
+
+def _manifest_row(manifest: documents.Manifest) -> dict[str, Any]:
+    k8s = manifest.kubernetes
+    owner_kind, owner_name = _owner(manifest)
+    return {
+        "start_time_ms": manifest.start_time_ms,
+        "ray_version": manifest.ray_version,
+        "head_node": manifest.head_node,
+        "head_ray_node_id": manifest.head_ray_node_id,
+        "owner_kind": owner_kind,
+        "owner_name": owner_name,
+        # JSON text rather than a MAP: it reaches Python an order of magnitude faster.
+        "labels": msgspec.json.encode(manifest.labels).decode(),
+        "label_terms": _label_terms(manifest.labels),
+        "pod": k8s.pod,
+        "raycluster": k8s.raycluster,
+        "rayjob": k8s.rayjob,
+        "queue": k8s.queue,
+        "priority_class": k8s.priority_class,
+        "annotations": msgspec.json.encode(k8s.pod_annotations).decode(),
+        "collector_version": manifest.collector_version,
+        "schema_version": manifest.schema_version,
+    }
+
+
+def _owner(manifest: documents.Manifest) -> tuple[str | None, str | None]:
+    """The owner the collector was told of, else the custom resource KubeRay's labels name."""
+    owner = manifest.owner
+    if owner.kind or owner.name:
+        return owner.kind, owner.name
+    if manifest.kubernetes.rayjob:
+        return "RayJob", manifest.kubernetes.rayjob
+    if manifest.kubernetes.raycluster:
+        return "RayCluster", manifest.kubernetes.raycluster
+    return None, None
+
+
+def _label_terms(labels: dict[str, str]) -> list[str]:
+    """Each label as "key=value" and as a bare "key": one list membership test answers either filter."""
+    return [f"{key}={value}" for key, value in labels.items()] + list(labels)
+
+
+def _marker_row(doc: _DocRef, marker: documents.NodeMarker) -> dict[str, Any]:
+    return {
+        # The key names the node; a marker copied under another name must not count twice as one node.
+        "node": doc.node,
+        "role": marker.role,
+        "last_heartbeat_ms": marker.last_heartbeat_ms,
+        "started_at_ms": marker.started_at_ms,
+        "final": marker.final,
+        "ray_node_id": marker.ray_node_id,
+        "hostname": marker.hostname,
+        "events_uploaded": marker.events_uploaded,
+        "parts_uploaded": marker.parts_uploaded,
+        "events_quarantined": marker.events_quarantined,
+        "spool_bytes": marker.spool_bytes,
+    }
+
+
+def _listing_row(item: _Fetched) -> dict[str, Any]:
+    """The `documents` row: where the document is, what the listing said of it, why it could not be read."""
+    ref = item.doc.ref
+    return {
+        "key": item.doc.key, "path": ref.path, "namespace": ref.namespace, "cluster": ref.cluster,
+        "session": ref.session, "kind": item.doc.kind, "size": item.info.size, "mtime_ns": item.info.mtime_ns,
+        "error": item.error,
+    }  # fmt: skip
+
+
+def _insert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    if not rows:
+        return
+    with _registered(cur, "_incoming", pa.Table.from_pylist(rows, schema=schema)):
+        cur.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+
+
+@contextmanager
+def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    cur.begin()
+    try:
+        yield
+    except BaseException:
+        cur.rollback()
+        raise
+    cur.commit()
+
+
+@contextmanager
+def _registered(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """An Arrow table visible to `cur` under `name` for the duration of a with-block."""
+    cur.register(name, table)
+    try:
+        yield
+    finally:
+        cur.unregister(name)
+
+
+# -- queries to SQL ----------------------------------------------------------------------------------
+
+
+def _where(query: SessionQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause of a query, with its parameters; ValueError for a filter that cannot hold."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        clauses.append(clause)
+        params.extend(values)
+
+    for column in ("namespace", "cluster", "queue"):
+        value = getattr(query, column)
+        if value is not None:
+            add(f"{column} = ?", value)
+    if query.owner is not None:
+        kind, sep, name = query.owner.partition("/")
+        if sep:
+            add("lower(owner_kind) = lower(?) AND owner_name = ?", kind, name)
+        else:
+            add("owner_name = ?", query.owner)
+    for term in _label_filters(query.labels):
+        add("list_contains(label_terms, ?)", term)
+    if query.status is not None:
+        if query.status not in STATUSES:
+            raise ValueError(f"invalid status {query.status!r}: use one of {', '.join(STATUSES)}")
+        add("status = ?", query.status)
+    if query.started_after_ms is not None:
+        add("start_time_ms >= ?", int(query.started_after_ms))
+    if query.started_before_ms is not None:
+        add("start_time_ms < ?", int(query.started_before_ms))
+    if query.text:
+        add("contains(search_text, ?)", query.text.lower())
+    return (" AND ".join(clauses) or "true"), params
+
+
+def _label_filters(labels: Sequence[str] | str) -> Iterator[str]:
+    if isinstance(labels, str):
+        # A lone string would otherwise be taken letter by letter.
+        labels = [labels]
+    for label in labels:
+        key, _, _ = label.partition("=")
+        if not key.strip():
+            raise ValueError(f"invalid label filter {label!r}: use key=value, or key for 'has this label'")
+        yield label
+
+
+def _order_by(sort: str | None) -> str:
+    """ORDER BY for a sort parameter; only allow-listed column names ever reach the SQL."""
+    sort = sort or DEFAULT_SORT
+    column, descending = (sort[1:], True) if sort.startswith("-") else (sort, False)
+    if column not in SORTABLE_COLUMNS:
+        raise ValueError(
+            f"invalid sort {sort!r}: use one of {', '.join(sorted(SORTABLE_COLUMNS))}, with '-' first for descending"
+        )
+    # Ties broken by the session's path so that paging never repeats or skips a row.
+    return f"{column} {'DESC' if descending else 'ASC'} NULLS LAST, path ASC"
+
+
+def _page(query: SessionQuery) -> tuple[int, int]:
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise ValueError(f"invalid limit {query.limit}: use 1 to {MAX_LIMIT}")
+    if query.offset < 0:
+        raise ValueError(f"invalid offset {query.offset}: use 0 or more")
+    return query.limit, query.offset
