@@ -96,3 +96,178 @@ PLAIN_COLUMNS: dict[str, dict[str, str]] = {
     "logs": {"offset": "DELTA_BINARY_PACKED", "line_number": "DELTA_BINARY_PACKED", "text": "PLAIN", "raw": "PLAIN"},
 }
 UNSTATISTICAL_COLUMNS: dict[str, tuple[str, ...]] = {"logs": ("text", "raw"), "events": ("payload",)}
+
+# --- Snapshots: a finished session's tables, derived by the server from the events (historyserver.reconstruct) ---
+# Column names are the Ray state API's wherever Ray has one; ids are lowercase hex; times are int64 epoch
+# milliseconds (`*_ms`, as the state API gives them) or nanoseconds (`*_ns`) where a timeline wants them;
+# maps and nested records are JSON text. A derivation with a newer SNAPSHOT_SCHEMA_VERSION replaces old snapshots.
+SNAPSHOT_SCHEMA_VERSION = 1
+
+
+def _snapshot(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(
+        fields,
+        metadata={"ray_history.table": name, "ray_history.schema_version": str(SNAPSHOT_SCHEMA_VERSION)},
+    )
+
+
+SNAPSHOT_TABLES: dict[str, pa.Schema] = {
+    # A row per task attempt (a retry is a new attempt), driver tasks included (the state API hides them).
+    "tasks": _snapshot(
+        "tasks",
+        [
+            pa.field("task_id", pa.string(), nullable=False),
+            pa.field("attempt_number", pa.int32(), nullable=False),
+            pa.field("job_id", pa.string()),
+            pa.field("name", pa.string()),
+            pa.field("func_or_class_name", pa.string()),
+            pa.field("type", pa.string()),  # NORMAL_TASK, ACTOR_TASK, ACTOR_CREATION_TASK, DRIVER_TASK
+            # The final state; NIL when only the definition was seen. In a closed session never a live one.
+            pa.field("state", pa.string()),
+            pa.field("node_id", pa.string()),
+            pa.field("worker_id", pa.string()),
+            pa.field("worker_pid", pa.int32()),
+            pa.field("actor_id", pa.string()),
+            pa.field("placement_group_id", pa.string()),
+            pa.field("parent_task_id", pa.string()),
+            pa.field("language", pa.string()),
+            pa.field("required_resources", pa.string()),  # JSON object
+            pa.field("serialized_runtime_env", pa.string()),
+            pa.field("error_type", pa.string()),
+            pa.field("error_message", pa.string()),
+            pa.field("creation_time_ms", pa.int64()),
+            pa.field("start_time_ms", pa.int64()),
+            pa.field("end_time_ms", pa.int64()),
+            pa.field("duration_ms", pa.int64()),  # end - start, null unless both are known
+            pa.field("creation_time_ns", pa.int64()),
+            pa.field("start_time_ns", pa.int64()),
+            pa.field("end_time_ns", pa.int64()),
+            pa.field("state_times", pa.string()),  # JSON object: state -> epoch ms it was first reported, in order
+            # JSON object as the state API gives it: stdout_file, stderr_file and byte offsets into them.
+            pa.field("task_log_info", pa.string()),
+            pa.field("call_site", pa.string()),
+            pa.field("label_selector", pa.string()),  # JSON object
+            pa.field("is_retry", pa.bool_()),  # attempt_number > 0
+        ],
+    ),
+    "actors": _snapshot(
+        "actors",
+        [
+            pa.field("actor_id", pa.string(), nullable=False),
+            pa.field("class_name", pa.string()),
+            pa.field("name", pa.string()),
+            pa.field("ray_namespace", pa.string()),
+            pa.field("job_id", pa.string()),
+            pa.field("state", pa.string()),  # DEPENDENCIES_UNREADY, PENDING_CREATION, ALIVE, RESTARTING, DEAD
+            pa.field("node_id", pa.string()),  # where it last lived
+            pa.field("worker_id", pa.string()),
+            pa.field("pid", pa.int32()),
+            pa.field("placement_group_id", pa.string()),
+            pa.field("required_resources", pa.string()),  # JSON object
+            pa.field("is_detached", pa.bool_()),
+            pa.field("repr_name", pa.string()),
+            pa.field("death_cause", pa.string()),  # JSON, as the state API gives it (snake_case keys, hex ids)
+            pa.field("error_message", pa.string()),  # why it died, readable
+            pa.field("start_time_ms", pa.int64()),  # first ALIVE
+            pa.field("end_time_ms", pa.int64()),  # first DEAD
+            pa.field("num_restarts", pa.int32()),
+            pa.field("state_times", pa.string()),  # JSON object: state -> epoch ms it was first reported
+            pa.field("serialized_runtime_env", pa.string()),
+            pa.field("call_site", pa.string()),
+            pa.field("label_selector", pa.string()),  # JSON object
+        ],
+    ),
+    # A row per job as /api/jobs/ lists them (a submission, with the driver it started, or a driver of its
+    # own), plus Ray's internal drivers with is_hidden set.
+    "jobs": _snapshot(
+        "jobs",
+        [
+            pa.field("job_id", pa.string()),  # null for a submission that never started a driver
+            pa.field("submission_id", pa.string()),
+            pa.field("type", pa.string()),  # SUBMISSION or DRIVER
+            pa.field("status", pa.string()),  # PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED
+            pa.field("entrypoint", pa.string()),
+            pa.field("message", pa.string()),
+            pa.field("error_type", pa.string()),
+            pa.field("start_time_ms", pa.int64()),
+            pa.field("end_time_ms", pa.int64()),
+            pa.field("metadata", pa.string()),  # JSON object
+            pa.field("runtime_env", pa.string()),  # JSON object
+            pa.field("driver_node_id", pa.string()),
+            pa.field("driver_ip_address", pa.string()),
+            pa.field("driver_pid", pa.int64()),
+            pa.field("driver_exit_code", pa.int32()),
+            pa.field("driver_agent_http_address", pa.string()),
+            pa.field("is_hidden", pa.bool_(), nullable=False),
+        ],
+    ),
+    "nodes": _snapshot(
+        "nodes",
+        [
+            pa.field("node_id", pa.string(), nullable=False),
+            pa.field("node_ip", pa.string()),
+            pa.field("node_name", pa.string()),
+            pa.field("hostname", pa.string()),
+            pa.field("is_head_node", pa.bool_()),
+            pa.field("state", pa.string()),  # ALIVE or DEAD
+            pa.field("state_message", pa.string()),
+            pa.field("death_reason", pa.string()),  # EXPECTED_TERMINATION, UNEXPECTED_TERMINATION, ...
+            pa.field("resources_total", pa.string()),  # JSON object
+            pa.field("labels", pa.string()),  # JSON object
+            pa.field("instance_id", pa.string()),
+            pa.field("instance_type_name", pa.string()),
+            pa.field("start_time_ms", pa.int64()),
+            pa.field("end_time_ms", pa.int64()),  # null while alive (the state API says 0)
+        ],
+    ),
+    # Workers from their events, and drivers from their jobs' events (the state API lists both).
+    "workers": _snapshot(
+        "workers",
+        [
+            pa.field("worker_id", pa.string(), nullable=False),
+            pa.field("worker_type", pa.string()),  # WORKER, DRIVER, SPILL_WORKER, RESTORE_WORKER
+            pa.field("node_id", pa.string()),
+            pa.field("pid", pa.int32()),
+            pa.field("job_id", pa.string()),
+            pa.field("is_alive", pa.bool_()),
+            pa.field("exit_type", pa.string()),
+            pa.field("exit_detail", pa.string()),
+            pa.field("worker_launch_time_ms", pa.int64()),
+            pa.field("worker_launched_time_ms", pa.int64()),
+            pa.field("start_time_ms", pa.int64()),
+            pa.field("end_time_ms", pa.int64()),
+        ],
+    ),
+    # The last answer of the dashboard's /api/v0/placement_groups for each group (they have no event stream).
+    "placement_groups": _snapshot(
+        "placement_groups",
+        [
+            pa.field("placement_group_id", pa.string(), nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("creator_job_id", pa.string()),
+            pa.field("state", pa.string()),
+            pa.field("strategy", pa.string()),
+            pa.field("bundles", pa.string()),  # JSON array
+            pa.field("is_detached", pa.bool_()),
+            pa.field("stats", pa.string()),  # JSON object
+            pa.field("observed_at_ms", pa.int64()),  # when the dashboard gave this answer
+        ],
+    ),
+    # A row per profile entry (task:execute, task:store_outputs, submit_task...): the timeline's spans.
+    "task_profile_events": _snapshot(
+        "task_profile_events",
+        [
+            pa.field("task_id", pa.string()),
+            pa.field("attempt_number", pa.int32()),
+            pa.field("job_id", pa.string()),
+            pa.field("node_id", pa.string()),
+            pa.field("worker_id", pa.string()),  # the component's id: a worker's or a driver's
+            pa.field("component_type", pa.string()),  # worker, driver
+            pa.field("node_ip_address", pa.string()),
+            pa.field("event_name", pa.string()),
+            pa.field("start_time_ns", pa.int64()),
+            pa.field("end_time_ns", pa.int64()),
+            pa.field("extra_data", pa.string()),  # JSON text as Ray sent it
+        ],
+    ),
+}
