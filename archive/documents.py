@@ -67,6 +67,21 @@ class Closed(msgspec.Struct, omit_defaults=True):
     reason: str
 
 
+class SnapshotManifest(msgspec.Struct, omit_defaults=True):
+    """snapshots/.../snapshot.json: which raw parts a session's snapshot tables were derived from.
+
+    A server whose snapshot schema is newer, or that sees other raw parts (a running session that
+    grew), derives the tables again; otherwise it reads them and replays nothing.
+    """
+
+    schema_version: int
+    parts: str  # the raw events parts' fingerprint: count, bytes, newest mtime
+    closed: bool
+    end_ns: int | None
+    built_at_ms: int
+    tables: dict[str, int] = msgspec.field(default_factory=dict)  # table -> rows
+
+
 def encode(document: msgspec.Struct) -> bytes:
     return msgspec.json.encode(document)
 

@@ -5,6 +5,7 @@ sessions/{namespace}/{cluster}/{session}/nodes/{node}.json
 sessions/{namespace}/{cluster}/{session}/closed.json
 {kind}/{namespace}/{cluster}/{session}/{node}/part-{seq}.parquet     kind: events, logs, metrics
 snapshots/{namespace}/{cluster}/{session}/{table}.parquet
+snapshots/{namespace}/{cluster}/{session}/snapshot.json
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def parse_part_key(key: str) -> tuple[PartKind, SessionRef, str, str] | None:
 
 def snapshot_key(ref: SessionRef, table: str) -> str:
     return f"snapshots/{ref.path}/{check_name('table', table)}.parquet"
+
+
+def snapshot_manifest_key(ref: SessionRef) -> str:
+    """What a session's snapshot was built from; written after its tables, so it never names a missing one."""
+    return f"snapshots/{ref.path}/snapshot.json"
 
 
 def object_tags(kind: str, ref: SessionRef) -> dict[str, str]:

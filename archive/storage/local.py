@@ -50,6 +50,10 @@ class LocalStorage:
             raise InvalidKey(f"archive key {key!r} resolves outside the archive root {self.root}")
         return path
 
+    def local_path(self, key: str) -> Path:
+        """Where the object lives on this machine: readers may open it in place instead of copying it."""
+        return self._path(key)
+
     def _os_error(self, action: str, key: str, exc: OSError) -> StorageError:
         if exc.errno == errno.ENOSPC:
             return StorageError(

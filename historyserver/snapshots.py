@@ -1,0 +1,162 @@
+"""A session's snapshot tables: read from the local cache, else from the archive, else derived.
+
+Deriving replays every raw event of the session (seconds for a million tasks); it happens once per
+set of raw parts. A closed session's tables are written back under `snapshots/`, so any replica
+opens it without replay; a running session's stay in the local cache and are derived again when
+new parts arrive. A server with a newer snapshot schema derives old snapshots again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from archive import documents, layout
+from archive.parquet import table_to_parquet
+from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION
+from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
+
+from .mirror import Mirror, read_parquet_sql
+from .reconstruct import SessionEnd, build_snapshots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Local Parquet files of a session's snapshot tables, and how they were obtained."""
+
+    tables: dict[str, Path]
+    manifest: documents.SnapshotManifest
+    source: str  # "cache", "archive" (read, no replay) or "derived" (replayed the raw events)
+
+
+def parts_fingerprint(parts: list[ObjectInfo]) -> str:
+    """Changes whenever a part is added, replaced or removed (a re-upload changes size or mtime)."""
+    newest = max((part.mtime_ns for part in parts), default=0)
+    return f"{len(parts)}:{sum(part.size for part in parts)}:{newest}"
+
+
+class SnapshotStore:
+    def __init__(self, storage: Storage, mirror: Mirror, cache_dir: Path) -> None:
+        self.storage = storage
+        self.mirror = mirror
+        self.cache_dir = cache_dir.resolve()
+        self.derived = 0  # sessions replayed by this server (tests and /metrics read it)
+        self._locks: dict[layout.SessionRef, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def load(self, ref: layout.SessionRef, end: SessionEnd) -> Snapshot:
+        """The session's snapshot, derived only if neither the cache nor the archive has a current one."""
+        with self._lock_of(ref):
+            parts = list(self.storage.list(layout.parts_prefix("events", ref)))
+            wanted = parts_fingerprint(parts)
+            local = self._from_cache(ref, wanted, end)
+            if local is not None:
+                return local
+            stored = self._from_archive(ref, wanted, end)
+            if stored is not None:
+                return stored
+            return self._derive(ref, parts, wanted, end)
+
+    def _lock_of(self, ref: layout.SessionRef) -> threading.Lock:
+        # One derivation per session at a time: two requests for a cold session wait for one replay.
+        with self._guard:
+            return self._locks.setdefault(ref, threading.Lock())
+
+    def _local_dir(self, ref: layout.SessionRef) -> Path:
+        return self.cache_dir / "snapshots" / ref.path
+
+    def _is_current(self, manifest: documents.SnapshotManifest, wanted: str, end: SessionEnd) -> bool:
+        return (
+            manifest.schema_version == SNAPSHOT_SCHEMA_VERSION
+            and manifest.parts == wanted
+            and manifest.closed == end.closed
+            and manifest.end_ns == end.end_ns
+        )
+
+    def _from_cache(self, ref: layout.SessionRef, wanted: str, end: SessionEnd) -> Snapshot | None:
+        directory = self._local_dir(ref)
+        try:
+            manifest = documents.decode((directory / "snapshot.json").read_bytes(), documents.SnapshotManifest)
+        except (FileNotFoundError, msgspec.DecodeError):
+            return None
+        if not self._is_current(manifest, wanted, end):
+            return None
+        tables = {name: directory / f"{name}.parquet" for name in manifest.tables}
+        if not all(path.exists() for path in tables.values()):
+            return None
+        return Snapshot(tables, manifest, "cache")
+
+    def _from_archive(self, ref: layout.SessionRef, wanted: str, end: SessionEnd) -> Snapshot | None:
+        try:
+            data = self.storage.get(layout.snapshot_manifest_key(ref))
+            manifest = documents.decode(data, documents.SnapshotManifest)
+        except ObjectNotFound:
+            return None
+        except (StorageError, msgspec.DecodeError) as exc:
+            log.warning("the archived snapshot of %s is unreadable (%s); deriving it again", ref.path, exc)
+            return None
+        if not self._is_current(manifest, wanted, end):
+            return None
+        directory = self._local_dir(ref)
+        directory.mkdir(parents=True, exist_ok=True)
+        tables = {}
+        try:
+            for name in manifest.tables:
+                path = directory / f"{name}.parquet"
+                path.write_bytes(self.storage.get(layout.snapshot_key(ref, name)))
+                tables[name] = path
+        except StorageError as exc:
+            log.warning("the archived snapshot of %s is incomplete (%s); deriving it again", ref.path, exc)
+            return None
+        (directory / "snapshot.json").write_bytes(data)
+        return Snapshot(tables, manifest, "archive")
+
+    def _derive(self, ref: layout.SessionRef, parts: list[ObjectInfo], wanted: str, end: SessionEnd) -> Snapshot:
+        started = time.perf_counter()
+        con = duckdb.connect()
+        try:
+            paths = self.mirror.paths(parts)
+            if paths:
+                con.execute(f"CREATE VIEW events AS SELECT * FROM {read_parquet_sql(paths)}")
+            else:
+                con.register("events", pa.table({name: [] for name in EVENTS.names}, schema=EVENTS))
+            tables = build_snapshots(con, end)
+        finally:
+            con.close()
+        self.derived += 1
+        manifest = documents.SnapshotManifest(
+            schema_version=SNAPSHOT_SCHEMA_VERSION, parts=wanted, closed=end.closed, end_ns=end.end_ns,
+            built_at_ms=time.time_ns() // 1_000_000, tables={name: table.num_rows for name, table in tables.items()},
+        )  # fmt: skip
+        encoded = {name: table_to_parquet(table) for name, table in tables.items()}
+        directory = self._local_dir(ref)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in encoded.items():
+            (directory / f"{name}.parquet").write_bytes(data)
+        (directory / "snapshot.json").write_bytes(documents.encode(manifest))
+        log.info("derived the snapshot of %s from %d parts in %.1f s", ref.path, len(parts),
+                 time.perf_counter() - started)  # fmt: skip
+        if end.closed:
+            self._write_back(ref, encoded, manifest)
+        return Snapshot({name: directory / f"{name}.parquet" for name in encoded}, manifest, "derived")
+
+    def _write_back(
+        self, ref: layout.SessionRef, encoded: dict[str, bytes], manifest: documents.SnapshotManifest
+    ) -> None:
+        # A read-only archive still serves: the snapshot then lives in this server's cache only.
+        tags = layout.object_tags("snapshots", ref)
+        try:
+            for name, data in encoded.items():
+                self.storage.put(layout.snapshot_key(ref, name), data, tags=tags)
+            self.storage.put(layout.snapshot_manifest_key(ref), documents.encode(manifest), tags=tags)
+        except StorageError as exc:
+            log.warning("could not write the snapshot of %s back to the archive: %s", ref.path, exc)
