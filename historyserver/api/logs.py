@@ -1,0 +1,81 @@
+"""Logs of a session: the files per node, a file's exact bytes, a range or tail of lines, a regex
+search, and all of a job's files as a zip."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from archive.logs import rebuild_file
+
+from .. import queries
+from ..errors import NotFound
+from .common import SESSION_PATH, FastJSON, listing, open_session
+
+router = APIRouter(tags=["logs"])
+
+MAX_LINES = 10_000
+MAX_PATTERN = 1000
+
+
+@router.get(SESSION_PATH + "/logs")
+def list_log_files(request: Request, namespace: str, cluster: str, session: str,
+                   node_id: str | None = None) -> FastJSON:  # fmt: skip
+    cur = open_session(request, namespace, cluster, session).cursor("logs")
+    files = queries.log_files(cur, node_id)
+    return listing(len(files), files)
+
+
+@router.get(SESSION_PATH + "/logs/file")
+def download_log_file(request: Request, namespace: str, cluster: str, session: str, node_id: str,
+                      filename: str) -> Response:  # fmt: skip
+    """The file's exact bytes, as Ray's /api/v0/logs/file gives them."""
+    cur = open_session(request, namespace, cluster, session).cursor("logs")
+    found = queries.log_file(cur, node_id, filename)
+    data = rebuild_file(queries.log_rows(cur, found["file_id"]))
+    name = filename.rsplit("/", 1)[-1]
+    return Response(data, media_type="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get(SESSION_PATH + "/logs/lines")
+def read_log_lines(
+    request: Request, namespace: str, cluster: str, session: str, node_id: str, filename: str,
+    start_line: int = Query(1, ge=1), lines: int = Query(1000, ge=1, le=MAX_LINES),
+    tail: int | None = Query(None, ge=1, le=MAX_LINES, description="the last N lines instead"),
+) -> FastJSON:  # fmt: skip
+    cur = open_session(request, namespace, cluster, session).cursor("logs")
+    found = queries.log_file(cur, node_id, filename)
+    if tail is not None:
+        last = queries.last_line_number(cur, found["file_id"])
+        start_line, lines = max(1, last - tail + 1), tail
+    items = queries.log_lines(cur, found["file_id"], start_line, lines)
+    return FastJSON({**found, "total": len(items), "items": items})
+
+
+@router.get(SESSION_PATH + "/logs/search")
+def search_logs(
+    request: Request, namespace: str, cluster: str, session: str,
+    pattern: str = Query(..., min_length=1, max_length=MAX_PATTERN, description="a regular expression (RE2)"),
+    node_id: str | None = None, filename: str | None = None, limit: int = Query(100, ge=1, le=MAX_LINES),
+) -> FastJSON:  # fmt: skip
+    cur = open_session(request, namespace, cluster, session).cursor("logs")
+    items = queries.search_logs(cur, pattern, node_id, filename, limit)
+    return listing(len(items), items)
+
+
+@router.get(SESSION_PATH + "/logs/job/{job_id}.zip")
+def download_job_logs(request: Request, namespace: str, cluster: str, session: str, job_id: str) -> Response:
+    """Every file of a job's workers and driver (by job id or submission id), in a zip."""
+    cur = open_session(request, namespace, cluster, session).cursor("logs")
+    files = queries.job_log_files(cur, job_id)
+    if not files:
+        raise NotFound(f"no log file names job {job_id} in this session")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            archive.writestr(f"{file['node']}/{file['filename']}", rebuild_file(queries.log_rows(cur, file["file_id"])))
+    return Response(buffer.getvalue(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{session}-{job_id}-logs.zip"'})  # fmt: skip

@@ -1,0 +1,45 @@
+"""Read-only SQL over one session's views or the whole archive's, sandboxed (historyserver.sandbox)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from ..errors import BadRequest
+from ..sandbox import SandboxError, format_result
+from ..sqlviews import archive_sandbox, session_sandbox
+from .common import server_of
+
+router = APIRouter(tags=["sql"])
+
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet",
+               "table": "text/plain"}  # fmt: skip
+
+
+class SqlRequest(BaseModel):
+    sql: str = Field(..., description="one SELECT over sessions, jobs, tasks, actors, nodes, workers, "
+                     "placement_groups, events, logs, metrics", max_length=100_000)  # fmt: skip
+    session: str | None = Field(None, description="namespace/cluster/session; all sessions when absent")
+    format: Literal["json", "csv", "parquet", "table"] = "json"
+
+
+@router.post("/sql")
+def run_sql(request: Request, body: SqlRequest) -> Response:
+    server = server_of(request)
+    if body.session is not None:
+        parts = body.session.split("/")
+        if len(parts) != 3:
+            raise BadRequest("session must be namespace/cluster/session")
+        sandbox = session_sandbox(server, server.open(*parts))
+    else:
+        sandbox = archive_sandbox(server)
+    with sandbox:
+        try:
+            result = sandbox.run(body.sql, timeout_s=server.settings.sql_timeout, max_rows=server.settings.sql_max_rows)
+        except SandboxError as exc:
+            raise BadRequest(str(exc)) from exc
+    headers = {"X-Rows": str(result.num_rows), "X-Truncated": str(result.truncated).lower()}
+    return Response(format_result(result, body.format), media_type=MEDIA_TYPES[body.format], headers=headers)

@@ -1,0 +1,43 @@
+"""Tasks of a session: a page (filtered, sorted), one task with every attempt, a summary per function."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+
+from .. import queries
+from .common import SESSION_PATH, FastJSON, listing, open_session
+
+router = APIRouter(tags=["tasks"])
+
+
+@router.get(SESSION_PATH + "/tasks")
+def list_tasks(
+    request: Request, namespace: str, cluster: str, session: str,
+    job_id: str | None = None, state: str | None = None, func_or_class_name: str | None = None,
+    name: str | None = None, node_id: str | None = None, actor_id: str | None = None,
+    sort: str | None = Query(None, description="a time or duration column, '-' first to reverse: -duration_ms"),
+    limit: int = 100, offset: int = 0,
+) -> FastJSON:  # fmt: skip
+    opened = open_session(request, namespace, cluster, session)
+    filters = {"job_id": job_id, "state": state, "func_or_class_name": func_or_class_name, "name": name,
+               "node_id": node_id, "actor_id": actor_id}  # fmt: skip
+    query = queries.ListQuery(filters, sort, limit, offset)
+    return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order, opened.counts))
+
+
+@router.get(SESSION_PATH + "/tasks/summary")
+def summarize_tasks(request: Request, namespace: str, cluster: str, session: str,
+                    job_id: str | None = None) -> FastJSON:  # fmt: skip
+    opened = open_session(request, namespace, cluster, session)
+    key = ("tasks/summary", job_id or "")
+    if key not in opened.memo:
+        opened.memo[key] = queries.task_summary(opened.cursor(), job_id)
+    items = opened.memo[key]
+    return listing(len(items), items)
+
+
+@router.get(SESSION_PATH + "/tasks/{task_id}")
+def get_task(request: Request, namespace: str, cluster: str, session: str, task_id: str) -> FastJSON:
+    cur = open_session(request, namespace, cluster, session).cursor()
+    attempts = queries.task_attempts(cur, task_id)
+    return FastJSON({**attempts[-1], "attempts": attempts})

@@ -1,0 +1,342 @@
+"""Every query the API runs, in one place. Parameters are bound; names come only from allow-lists."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from .errors import BadRequest, NotFound
+
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Filters (column -> value, all must match), a sort key ("-" for descending) and a page."""
+
+    filters: dict[str, Any] = field(default_factory=dict)
+    sort: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Table:
+    """How the API lists one snapshot table."""
+
+    name: str
+    key: tuple[str, ...]  # what identifies a row
+    sortable: frozenset[str]
+    default_sort: str
+    json_columns: frozenset[str] = frozenset()  # stored as JSON text, answered as JSON
+
+
+TASKS = Table(
+    "tasks", ("task_id", "attempt_number"),
+    frozenset({"creation_time_ms", "start_time_ms", "end_time_ms", "duration_ms", "name", "func_or_class_name",
+               "state", "attempt_number", "job_id", "node_id"}),
+    "creation_time_ms",
+    frozenset({"required_resources", "state_times", "task_log_info"}),
+)  # fmt: skip
+ACTORS = Table(
+    "actors", ("actor_id",),
+    frozenset({"start_time_ms", "end_time_ms", "class_name", "name", "state", "job_id", "node_id", "num_restarts"}),
+    "start_time_ms", frozenset({"required_resources", "death_cause", "state_times"}),
+)  # fmt: skip
+JOBS = Table(
+    "jobs", ("job_id",), frozenset({"start_time_ms", "end_time_ms", "status", "submission_id", "job_id"}),
+    "start_time_ms", frozenset({"metadata", "runtime_env"}),
+)  # fmt: skip
+NODES = Table(
+    "nodes", ("node_id",), frozenset({"start_time_ms", "end_time_ms", "state", "node_ip"}), "start_time_ms",
+    frozenset({"resources_total", "labels"}),
+)  # fmt: skip
+WORKERS = Table(
+    "workers", ("worker_id",), frozenset({"start_time_ms", "end_time_ms", "node_id", "pid", "job_id"}),
+    "start_time_ms",
+)  # fmt: skip
+PLACEMENT_GROUPS = Table(
+    "placement_groups", ("placement_group_id",),
+    frozenset({"placement_group_id", "state", "name", "creator_job_id"}), "placement_group_id",
+    frozenset({"bundles", "stats"}),
+)  # fmt: skip
+
+
+def order_by(table: Table, sort: str | None) -> str:
+    key = sort or table.default_sort
+    column = key.removeprefix("-")
+    if column not in table.sortable:
+        allowed = ", ".join(sorted(table.sortable))
+        raise BadRequest(f"cannot sort {table.name} by {column!r}; sort by one of: {allowed} (prefix - to reverse)")
+    direction = "DESC" if key.startswith("-") else "ASC"
+    tie_break = ", ".join(f'"{part}"' for part in table.key)
+    return f'"{column}" {direction} NULLS LAST, {tie_break}'
+
+
+def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery, ordering: Ordering | None = None,
+         counts: dict[tuple[Any, ...], int] | None = None) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+    """The total of matching rows and one page of them.
+
+    Only row ids and sort keys are sorted; the page's whole rows are fetched after, so wide rows
+    (JSON columns) stay out of the sort. An unfiltered page may use `ordering`, a precomputed
+    position of every row in one sort order: a deep offset is then a range, not a sort. `counts`
+    keeps totals by filter, for tables that no longer change (a closed session's).
+    """
+    if not 0 < query.limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    if query.offset < 0:
+        raise BadRequest("offset must not be negative")
+    where, params = _where(query.filters)
+    order = order_by(table, query.sort)
+    count_key = (table.name, where, *params)
+    total = counts.get(count_key) if counts is not None else None
+    if total is None:
+        total = cur.execute(f'SELECT count(*) FROM "{table.name}" {where}', params).fetchone()[0]  # type: ignore[index]
+        if counts is not None:
+            counts[count_key] = total
+    if ordering is not None and not where:
+        ids = ordering.ids(cur, query.sort or table.default_sort, order, query.limit, query.offset)
+    else:
+        sql = f'SELECT rowid FROM "{table.name}" {where} ORDER BY {order} LIMIT ? OFFSET ?'
+        ids = [row[0] for row in cur.execute(sql, [*params, query.limit, query.offset]).fetchall()]
+    return int(total), rows_by_id(cur, table, ids)
+
+
+def rows_by_id(cur: duckdb.DuckDBPyConnection, table: Table, ids: list[int]) -> list[dict[str, Any]]:
+    """Whole rows by row id, in the order of `ids`."""
+    if not ids:
+        return []
+    sql = f"""SELECT t.* FROM (SELECT unnest(?::BIGINT[]) AS id, generate_subscripts(?::BIGINT[], 1) AS position) p
+              JOIN "{table.name}" t ON t.rowid = p.id ORDER BY p.position"""
+    return rows(cur.execute(sql, [ids, ids]), table.json_columns)
+
+
+class Ordering:
+    """Every row's position in a sort order, computed on first use and kept (a closed session's
+    rows never change): deep pages of a million rows become a range lookup."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, table: Table) -> None:
+        self.db = db
+        self.table = table
+        self._built: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def ids(self, cur: duckdb.DuckDBPyConnection, sort: str, order: str, limit: int, offset: int) -> list[int]:
+        name = self._positions(sort, order)
+        sql = f'SELECT id FROM "{name}" WHERE position > ? AND position <= ? ORDER BY position'
+        return [row[0] for row in cur.execute(sql, [offset, offset + limit]).fetchall()]
+
+    def _positions(self, sort: str, order: str) -> str:
+        with self._lock:
+            if sort not in self._built:
+                name = f"_order_{self.table.name}_{len(self._built)}"
+                self.db.execute(f"""CREATE TABLE "{name}" AS SELECT * FROM (
+                    SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}"
+                ) ORDER BY position""")
+                self._built[sort] = name
+            return self._built[sort]
+
+
+def one(cur: duckdb.DuckDBPyConnection, table: Table, **key: Any) -> dict[str, Any]:
+    where, params = _where(key)
+    found = rows(cur.execute(f'SELECT * FROM "{table.name}" {where} LIMIT 1', params), table.json_columns)
+    if not found:
+        what = ", ".join(f"{name} {value}" for name, value in key.items())
+        raise NotFound(f"no {table.name[:-1].replace('_', ' ')} with {what} in this session")
+    return found[0]
+
+
+def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    clauses = []
+    params: list[Any] = []
+    for column, value in filters.items():
+        if value is None:
+            continue
+        clauses.append(f'"{column}" = ?')
+        params.append(value)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def rows(result: duckdb.DuckDBPyConnection, json_columns: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    names = [column[0] for column in result.description or []]
+    found = []
+    for values in result.fetchall():
+        row = dict(zip(names, values, strict=True))
+        for column in json_columns & row.keys():
+            if isinstance(row[column], str):
+                row[column] = json.loads(row[column])
+        found.append(row)
+    return found
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+TASK_SUMMARY = """
+    SELECT func_or_class_name, count(*) AS attempts,
+           count(*) FILTER (WHERE state = 'FINISHED') AS finished,
+           count(*) FILTER (WHERE state = 'FAILED') AS failed,
+           count(*) FILTER (WHERE state NOT IN ('FINISHED', 'FAILED')) AS other,
+           quantile_cont(duration_ms, 0.5) AS duration_ms_p50,
+           quantile_cont(duration_ms, 0.95) AS duration_ms_p95,
+           max(duration_ms) AS duration_ms_max
+    FROM tasks {where} GROUP BY func_or_class_name ORDER BY attempts DESC, func_or_class_name
+"""
+
+STATE_COUNTS = "SELECT state, count(*) AS count FROM {table} GROUP BY state ORDER BY count DESC, state"
+
+
+def task_summary(cur: duckdb.DuckDBPyConnection, job_id: str | None) -> list[dict[str, Any]]:
+    where, params = _where({"job_id": job_id})
+    return rows(cur.execute(TASK_SUMMARY.format(where=where), params))
+
+
+def task_attempts(cur: duckdb.DuckDBPyConnection, task_id: str) -> list[dict[str, Any]]:
+    found = rows(
+        cur.execute("SELECT * FROM tasks WHERE task_id = ? ORDER BY attempt_number", [task_id]), TASKS.json_columns
+    )
+    if not found:
+        raise NotFound(f"no task {task_id} in this session")
+    return found
+
+
+def state_counts(cur: duckdb.DuckDBPyConnection, table: Table) -> dict[str, int]:
+    return {state: count for state, count in cur.execute(STATE_COUNTS.format(table=table.name)).fetchall()}
+
+
+# --- raw events ----------------------------------------------------------------------------------
+
+EVENT_FILTERS = ("event_type", "task_id", "actor_id", "job_id", "node_id", "worker_id", "placement_group_id",
+                 "submission_id")  # fmt: skip
+
+
+def events_page(cur: duckdb.DuckDBPyConnection, filters: dict[str, Any], limit: int, offset: int,
+                ) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+    if not 0 < limit <= MAX_LIMIT or offset < 0:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, and offset not negative")
+    where, params = _where(filters)
+    # Retried batches can repeat an event: one row per event id.
+    deduped = f"(SELECT * FROM events {where} QUALIFY row_number() OVER (PARTITION BY event_id) = 1)"
+    total = cur.execute(f"SELECT count(*) FROM {deduped}", params).fetchone()[0]  # type: ignore[index]
+    sql = f"""SELECT * EXCLUDE (timestamp), epoch_ns(timestamp) AS timestamp_ns FROM {deduped}
+              ORDER BY timestamp_ns, event_id LIMIT ? OFFSET ?"""
+    return int(total), rows(cur.execute(sql, [*params, limit, offset]), frozenset({"payload"}))
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+# A file is known by its latest name (rotation renames it); where a name has several generations
+# (truncated or re-created), the newest one is the file of that name.
+LOG_FILES = """
+    WITH generations AS (
+        SELECT file_id, arg_max(file, read_at) AS file, any_value(node) AS node, any_value(node_id) AS node_id,
+               min(read_at) AS first_read, max(read_at) AS last_read,
+               sum(coalesce(octet_length(raw), strlen(text)) + newline::INT)
+                   FILTER (WHERE omitted_bytes IS NULL) AS size_bytes,
+               count(*) FILTER (WHERE newline) AS lines,
+               sum(omitted_bytes) AS omitted_bytes,
+               any_value(job_id) AS job_id, any_value(worker_id) AS worker_id, any_value(pid) AS pid,
+               any_value(submission_id) AS submission_id
+        FROM logs GROUP BY file_id
+    )
+    SELECT node, node_id, substr(file, 6) AS filename, file_id, size_bytes, lines, omitted_bytes, job_id,
+           worker_id, pid, submission_id, epoch_ns(last_read) // 1000000 AS last_read_ms
+    FROM generations {where}
+    QUALIFY row_number() OVER (PARTITION BY node, file ORDER BY first_read DESC) = 1
+    ORDER BY node, filename
+"""
+
+
+def log_files(cur: duckdb.DuckDBPyConnection, node_id: str | None = None, filename: str | None = None,
+              ) -> list[dict[str, Any]]:  # fmt: skip
+    clauses, params = [], []
+    if node_id is not None:
+        clauses.append("(node_id = ? OR node = ?)")
+        params += [node_id, node_id]
+    if filename is not None:
+        clauses.append("file = ?")
+        params.append("logs/" + filename)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    return rows(cur.execute(LOG_FILES.format(where=where), params))
+
+
+def log_file(cur: duckdb.DuckDBPyConnection, node_id: str, filename: str) -> dict[str, Any]:
+    found = log_files(cur, node_id, filename)
+    if not found:
+        raise NotFound(f"no log file {filename!r} from node {node_id} in this session")
+    return found[0]
+
+
+LOG_ROWS = """
+    SELECT "offset", line_number, text, raw, newline, omitted_bytes FROM logs
+    WHERE file_id = ? {extra} ORDER BY "offset", line_number
+"""
+
+
+def log_rows(cur: duckdb.DuckDBPyConnection, file_id: str, extra: str = "", params: tuple[Any, ...] = ()) -> Any:
+    """A file's rows in order, as an Arrow table (what archive.logs.rebuild_file takes)."""
+    return cur.execute(LOG_ROWS.format(extra=extra), [file_id, *params]).to_arrow_table()
+
+
+def log_lines(cur: duckdb.DuckDBPyConnection, file_id: str, start_line: int, count: int) -> list[dict[str, Any]]:
+    sql = """SELECT line_number, string_agg(text, '' ORDER BY "offset") AS text FROM logs
+             WHERE file_id = ? AND omitted_bytes IS NULL AND line_number >= ? AND line_number < ?
+             GROUP BY line_number ORDER BY line_number"""
+    return rows(cur.execute(sql, [file_id, start_line, start_line + count]))
+
+
+def last_line_number(cur: duckdb.DuckDBPyConnection, file_id: str) -> int:
+    found = cur.execute("SELECT max(line_number) FROM logs WHERE file_id = ?", [file_id]).fetchone()
+    return int(found[0] or 0) if found else 0
+
+
+def search_logs(cur: duckdb.DuckDBPyConnection, pattern: str, node_id: str | None, filename: str | None,
+                limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    clauses, params = ["omitted_bytes IS NULL", "regexp_matches(text, ?)"], [pattern]
+    if node_id is not None:
+        clauses.append("(node_id = ? OR node = ?)")
+        params += [node_id, node_id]
+    if filename is not None:
+        clauses.append("file = ?")
+        params.append("logs/" + filename)
+    sql = f"""SELECT node_id, substr(file, 6) AS filename, line_number, text, task_name, actor_name, job_id
+              FROM logs WHERE {" AND ".join(clauses)} ORDER BY node, file, "offset" LIMIT ?"""
+    try:
+        return rows(cur.execute(sql, [*params, limit]))
+    except duckdb.InvalidInputException as exc:
+        raise BadRequest(f"not a valid regular expression (RE2 syntax): {exc}") from exc
+
+
+def job_log_files(cur: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str, Any]]:
+    return [file for file in log_files(cur) if file["job_id"] == job_id or file["submission_id"] == job_id]
+
+
+# --- timeline ------------------------------------------------------------------------------------
+
+TIMELINE = """
+    SELECT p.task_id, p.attempt_number, p.job_id, p.node_id, p.worker_id, p.component_type, p.event_name,
+           p.start_time_ns, p.end_time_ns, t.name AS task_name, t.func_or_class_name
+    FROM task_profile_events p
+    LEFT JOIN tasks t ON t.task_id = p.task_id AND t.attempt_number = p.attempt_number
+    {where} ORDER BY p.start_time_ns
+"""
+
+
+def timeline(cur: duckdb.DuckDBPyConnection, job_id: str | None) -> list[dict[str, Any]]:
+    """Chrome trace events (the JSON `chrome://tracing` and Perfetto open), one per profile span."""
+    where, params = ("WHERE p.job_id = ?", [job_id]) if job_id else ("", [])
+    trace = []
+    for span in rows(cur.execute(TIMELINE.format(where=where), params)):
+        start, end = span["start_time_ns"], span["end_time_ns"]
+        trace.append({
+            "name": span["event_name"], "cat": span["component_type"] or "task", "ph": "X",
+            "ts": start / 1000, "dur": max(0, (end or start) - start) / 1000,
+            "pid": f"node:{span['node_id']}", "tid": f"worker:{span['worker_id']}",
+            "args": {"task_id": span["task_id"], "attempt_number": span["attempt_number"],
+                     "job_id": span["job_id"], "name": span["task_name"],
+                     "func_or_class_name": span["func_or_class_name"]},
+        })  # fmt: skip
+    return trace

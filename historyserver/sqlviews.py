@@ -1,0 +1,99 @@
+"""The views read-only SQL sees: sessions, jobs, tasks, actors, nodes, workers, placement_groups,
+events, logs and metrics, for one session or across the archive, each with namespace, cluster and
+session columns. The SQL here is the server's own; the user's runs in historyserver.sandbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from archive import layout
+
+from .catalog import SessionQuery
+from .mirror import read_parquet_sql
+from .sandbox import Sandbox, open_sandbox
+from .server import HistoryServer
+from .sessions import OpenSession
+
+SNAPSHOT_VIEWS = ("jobs", "tasks", "actors", "nodes", "workers", "placement_groups")
+RAW_VIEWS: tuple[layout.PartKind, ...] = ("events", "logs", "metrics")
+# Every local copy or in-place file sits at .../{kind}/{namespace}/{cluster}/{session}/...
+_SESSION_OF_PATH = r"/(?:events|logs|metrics|snapshots)/([^/]+)/([^/]+)/([^/]+)/"
+
+
+def _over_files(paths: list[Path]) -> str:
+    if not paths:
+        return "SELECT NULL::VARCHAR AS namespace, NULL::VARCHAR AS cluster, NULL::VARCHAR AS session WHERE false"
+    return (
+        f"SELECT regexp_extract(filename, '{_SESSION_OF_PATH}', 1) AS namespace, "
+        f"regexp_extract(filename, '{_SESSION_OF_PATH}', 2) AS cluster, "
+        f"regexp_extract(filename, '{_SESSION_OF_PATH}', 3) AS session, * EXCLUDE (filename) "
+        f"FROM {read_parquet_sql(paths, filename=True, union_by_name=True)}"
+    )
+
+
+def _sessions_table(server: HistoryServer, ref: layout.SessionRef | None) -> pa.Table:
+    if ref is not None:
+        rows = [server.session_row(ref.namespace, ref.cluster, ref.session)]
+    else:
+        rows, offset = [], 0
+        while True:
+            total, page = server.catalog.list_sessions(SessionQuery(limit=1000, offset=offset))
+            rows.extend(page)
+            offset += len(page)
+            if not page or offset >= total:
+                break
+    return pa.Table.from_pylist([{key: _plain(value) for key, value in row.items()} for row in rows])
+
+
+def _plain(value: Any) -> Any:
+    # Labels and similar maps become JSON text: one column type whatever the keys.
+    import json
+
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+
+
+def session_sandbox(server: HistoryServer, opened: OpenSession) -> Sandbox:
+    """Views over one session: its snapshot tables and its raw parts."""
+    views: dict[str, Any] = {"sessions": _sessions_table(server, opened.ref)}
+    for name in SNAPSHOT_VIEWS:
+        path = opened.snapshot.tables.get(name)
+        views[name] = _with_session(opened.ref, f"SELECT * FROM {read_parquet_sql([path])}") if path else None
+    for kind in RAW_VIEWS:
+        parts = list(server.storage.list(layout.parts_prefix(kind, opened.ref)))
+        views[kind] = _over_files(server.sessions.mirror.paths(parts))
+    return open_sandbox({name: sql for name, sql in views.items() if sql is not None}, _readable_dirs(server))
+
+
+def archive_sandbox(server: HistoryServer) -> Sandbox:
+    """Views across every session: snapshots where a server has derived them, raw parts everywhere."""
+    views: dict[str, Any] = {"sessions": _sessions_table(server, None)}
+    snapshot_files = [info for info in server.storage.list("snapshots/") if info.key.endswith(".parquet")]
+    for name in SNAPSHOT_VIEWS:
+        wanted = [info for info in snapshot_files if info.key.endswith(f"/{name}.parquet")]
+        views[name] = _over_files(server.sessions.mirror.paths(wanted))
+    for kind in RAW_VIEWS:
+        views[kind] = _over_files(server.sessions.mirror.paths(server.storage.list(f"{kind}/")))
+    return open_sandbox(views, _readable_dirs(server))
+
+
+def _with_session(ref: layout.SessionRef, sql: str) -> str:
+    return (
+        f"SELECT '{_quoted(ref.namespace)}' AS namespace, '{_quoted(ref.cluster)}' AS cluster, "
+        f"'{_quoted(ref.session)}' AS session, * FROM ({sql})"
+    )
+
+
+def _quoted(value: object) -> str:
+    return str(value).replace("'", "''")
+
+
+def _readable_dirs(server: HistoryServer) -> list[Path]:
+    dirs = [server.sessions.mirror.cache_dir]
+    root = getattr(server.storage, "root", None)
+    if root is not None:
+        dirs.append(Path(root))
+    return dirs

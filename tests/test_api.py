@@ -1,0 +1,247 @@
+"""The JSON API's contract, on an archive a real collector made from a real Ray 2.60 capture.
+
+The capture's POSTs are sent to a collector, which also tails the capture's export file, ships its
+logs and polls a dashboard answering what the live one answered; then the collector is stopped,
+as at the end of a RayJob. What the live dashboard listed must come back from the API.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from archive.storage import open_storage
+from collector.polling import PollSettings
+from historyserver.app import create_app
+from historyserver.server import HistoryServer, ServerSettings
+
+from .collectors import collector_thread
+from .conftest import FIXTURES, fixture_path, fixture_posts
+from .test_polling import http_server
+
+SESSION = "session_2026-11-28_19-03-57_108652_5250"
+NODE = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
+BASE = f"/api/v1/sessions/default/local/{SESSION}"
+
+
+def dashboard_answer(name: str) -> dict:
+    return json.loads(fixture_path("dashboard_api", name).read_text())
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("api")
+    session = root / "ray" / SESSION
+    shutil.copytree(FIXTURES / "logs" / "run1", session / "logs")
+    (session / "logs" / "export_events").mkdir()
+    shutil.copy(
+        fixture_path("export_api_files", "run1_with_enable_ray_event", "event_EXPORT_SUBMISSION_JOB.log"),
+        session / "logs" / "export_events" / "event_EXPORT_SUBMISSION_JOB.log",
+    )
+    (root / "ray" / "session_latest").symlink_to(session)
+    (session / f"gcs_server_port_{NODE}").write_text("6379")
+    answers = {
+        "/api/v0/placement_groups?detail=1&limit=10000": fixture_path(
+            "dashboard_api", "api_v0_placement_groups_detail_1.json"
+        ).read_bytes(),
+        "/api/jobs/": fixture_path("dashboard_api", "api_jobs_.json").read_bytes(),
+    }
+    with http_server(answers) as dashboard:
+        polling = PollSettings(dashboard_url=f"http://{dashboard}", metrics_interval=3600, dashboard_interval=3600)
+        with collector_thread(root, ray_temp_dir=root / "ray", polling=polling) as collector:
+            for post in fixture_posts():
+                assert httpx.post(f"{collector.url}/v1/events", json=post).status_code == 200
+    return root / "archive"
+
+
+@pytest.fixture(scope="module")
+def client(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("cache"), refresh_interval=3600)
+    with TestClient(create_app(HistoryServer(open_storage(str(archive)), settings))) as test_client:
+        yield test_client
+
+
+def test_the_session_is_listed_closed_with_what_its_manifest_says(client: TestClient) -> None:
+    answer = client.get("/api/v1/sessions").json()
+    assert answer["total"] == 1
+    row = answer["items"][0]
+    assert (row["namespace"], row["cluster"], row["session"], row["status"]) == ("default", "local", SESSION, "closed")
+    assert client.get("/api/v1/sessions", params={"status": "running"}).json()["total"] == 0
+    assert client.get("/api/v1/sessions", params={"namespace": "elsewhere"}).json() == {"total": 0, "items": []}
+
+
+def test_one_session_has_a_summary(client: TestClient) -> None:
+    answer = client.get(BASE).json()
+    assert answer["session"] == SESSION
+    summary = answer["summary"]
+    assert [node["node_id"] for node in summary["nodes"]] == [NODE]
+    assert summary["tasks_by_state"]["FINISHED"] > 0 and summary["tasks_by_state"]["FAILED"] > 0
+    assert summary["jobs_by_status"]["SUCCEEDED"] >= 1
+
+
+def test_tasks_come_back_as_the_live_dashboard_listed_them(client: TestClient) -> None:
+    live = dashboard_answer("api_v0_tasks_limit_1000_detail_1.json")["data"]["result"]["result"]
+    answer = client.get(f"{BASE}/tasks", params={"limit": 1000}).json()
+    ours = {(task["task_id"], task["attempt_number"]): task for task in answer["items"]}
+    assert answer["total"] == len(ours)
+    for task in live:
+        mine = ours[task["task_id"], task["attempt_number"]]
+        for field in ("state", "name", "func_or_class_name", "type", "job_id", "node_id", "worker_id", "actor_id",
+                      "error_type"):  # fmt: skip
+            assert mine[field] == task[field], (task["task_id"], field)
+
+
+def test_tasks_filter_sort_and_page(client: TestClient) -> None:
+    failed = client.get(f"{BASE}/tasks", params={"state": "FAILED"}).json()
+    assert failed["total"] >= 2 and all(task["state"] == "FAILED" for task in failed["items"])
+    assert all(task["error_type"] for task in failed["items"])
+    by_duration = client.get(f"{BASE}/tasks", params={"sort": "-duration_ms", "limit": 5}).json()["items"]
+    durations = [task["duration_ms"] for task in by_duration]
+    assert durations == sorted(durations, reverse=True) and len(durations) == 5
+    page_two = client.get(f"{BASE}/tasks", params={"limit": 5, "offset": 5}).json()
+    first_ten = client.get(f"{BASE}/tasks", params={"limit": 10}).json()["items"]
+    assert page_two["items"] == first_ten[5:]
+
+
+def test_one_task_has_every_attempt(client: TestClient) -> None:
+    retried = next(
+        task for task in client.get(f"{BASE}/tasks", params={"limit": 1000}).json()["items"]
+        if task["attempt_number"] == 1
+    )  # fmt: skip
+    answer = client.get(f"{BASE}/tasks/{retried['task_id']}").json()
+    assert [attempt["attempt_number"] for attempt in answer["attempts"]] == [0, 1]
+    assert answer["attempts"][0]["state"] == "FAILED"
+
+
+def test_task_summary_counts_states_per_function(client: TestClient) -> None:
+    items = client.get(f"{BASE}/tasks/summary").json()["items"]
+    rows = {item["func_or_class_name"]: item for item in items}
+    total = client.get(f"{BASE}/tasks").json()["total"]
+    assert sum(item["attempts"] for item in items) == total
+    assert any(item["failed"] for item in rows.values())
+    assert all(item["duration_ms_p50"] is None or item["duration_ms_p50"] <= item["duration_ms_max"]
+               for item in rows.values())  # fmt: skip
+
+
+def test_actors_jobs_nodes_and_placement_groups(client: TestClient) -> None:
+    live_actors = dashboard_answer("api_v0_actors_limit_1000_detail_1.json")["data"]["result"]["result"]
+    actors = {actor["actor_id"]: actor for actor in client.get(f"{BASE}/actors").json()["items"]}
+    for actor in live_actors:
+        ours = actors[actor["actor_id"]]
+        assert ours["class_name"] == actor["class_name"]
+        if actor["state"] == "ALIVE":
+            # Alive when the dashboard was asked; the session is closed now, so nothing is alive.
+            assert ours["state"] == "DEAD" and ours["error_message"]
+        else:
+            assert ours["state"] == actor["state"]
+    jobs = client.get(f"{BASE}/jobs").json()["items"]
+    visible = {job["submission_id"] or job["job_id"]: job["status"] for job in jobs if not job["is_hidden"]}
+    live_jobs = {job["submission_id"] or job["job_id"]: job["status"] for job in dashboard_answer("api_jobs_.json")}
+    assert visible == live_jobs
+    assert client.get(f"{BASE}/jobs/probe-job-2").json()["status"] == "SUCCEEDED"
+    nodes = client.get(f"{BASE}/nodes").json()["items"]
+    assert [node["node_id"] for node in nodes] == [NODE]
+    groups = client.get(f"{BASE}/placement_groups").json()["items"]
+    assert [group["placement_group_id"] for group in groups] == ["ec387092f55e0e4df8bda2e1f2f002000000"]
+
+
+def test_raw_events_by_type_and_entity(client: TestClient) -> None:
+    answer = client.get(f"{BASE}/events", params={"event_type": "TASK_DEFINITION_EVENT", "limit": 5}).json()
+    assert answer["total"] > 5 and len(answer["items"]) == 5
+    task_id = answer["items"][0]["task_id"]
+    for_task = client.get(f"{BASE}/events", params={"task_id": task_id}).json()["items"]
+    assert {event["task_id"] for event in for_task} == {task_id}
+    assert isinstance(for_task[0]["payload"], dict)
+
+
+def test_logs_list_download_tail_search_and_zip(client: TestClient, archive: Path) -> None:
+    worker = "worker-48e47177eed42ab21019d88d2b782ef8babad866d75ed1f4fb2b4abd-02000000-6355.out"
+    files = {item["filename"] for item in client.get(f"{BASE}/logs").json()["items"]}
+    assert {worker, "raylet.err", "jobs/supervisor-probe-job-2.log"} <= files
+    exact = (FIXTURES / "logs" / "run1" / worker).read_bytes()
+    download = client.get(f"{BASE}/logs/file", params={"node_id": NODE, "filename": worker})
+    assert download.status_code == 200 and download.content == exact
+    tail = client.get(f"{BASE}/logs/lines", params={"node_id": NODE, "filename": worker, "tail": 2}).json()
+    assert [line["text"] for line in tail["items"]] == exact.decode().splitlines()[-2:]
+    hits = client.get(f"{BASE}/logs/search", params={"pattern": "flaky: .* succeeded"}).json()["items"]
+    # The worker printed it while running `flaky`; the driver's log echoes it.
+    assert {(hit["filename"], hit["task_name"]) for hit in hits} == {
+        (worker, "flaky"),
+        ("job-driver-probe-job-2.log", None),
+    }
+    assert all("succeeded" in hit["text"] for hit in hits)
+    bundle = zipfile.ZipFile(io.BytesIO(client.get(f"{BASE}/logs/job/02000000.zip").content))
+    assert any(name.endswith(worker) for name in bundle.namelist())
+
+
+def test_the_timeline_is_chrome_trace_json(client: TestClient) -> None:
+    trace = client.get(f"{BASE}/timeline").json()
+    assert trace and all(span["ph"] == "X" and span["dur"] >= 0 for span in trace)
+    assert {"task_id", "name"} <= trace[0]["args"].keys()
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/v1/sessions/default/local/session_nope", 404),
+        (f"{BASE}/tasks/ffffffffffffffff", 404),
+        (f"{BASE}/actors/abc", 404),
+        (f"{BASE}/jobs/no-such-job", 404),
+        (f"{BASE}/tasks?sort=password", 400),
+        (f"{BASE}/tasks?limit=100000", 400),
+        (f"{BASE}/tasks?offset=-1", 400),
+        (f"{BASE}/tasks?limit=ten", 400),
+        ("/api/v1/sessions?sort=secret", 400),
+        (f"{BASE}/logs/file?node_id={NODE}&filename=../../../../etc/passwd", 404),
+        (f"{BASE}/logs/search?pattern=(unclosed", 400),
+        ("/api/v1/sessions/default/local/..%2F..%2Fetc", 404),
+        ("/api/v1/sessions/default/lo cal/x", 400),
+    ],
+)
+def test_unknown_things_are_404_and_bad_parameters_400_with_a_reason(client: TestClient, path: str,
+                                                                     status: int) -> None:  # fmt: skip
+    answer = client.get(path)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]
+
+
+def test_sql_over_one_session_and_across_the_archive(client: TestClient) -> None:
+    counts = client.post("/api/v1/sql", json={
+        "sql": "SELECT state, count(*) AS n FROM tasks GROUP BY state ORDER BY state",
+        "session": f"default/local/{SESSION}",
+    }).json()  # fmt: skip
+    by_state = {row["state"]: row["n"] for row in counts}
+    assert by_state == client.get(BASE).json()["summary"]["tasks_by_state"]
+    sessions = client.post("/api/v1/sql", json={"sql": "SELECT session, status FROM sessions"}).json()
+    assert sessions == [{"session": SESSION, "status": "closed"}]
+    lines = client.post("/api/v1/sql", json={
+        "sql": "SELECT count(*) AS n FROM logs WHERE task_name = 'flaky'", "format": "csv",
+        "session": f"default/local/{SESSION}",
+    })  # fmt: skip
+    assert lines.headers["content-type"].startswith("text/csv") and lines.text.splitlines()[0] == "n"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY (SELECT 1) TO '/tmp/escape.csv'",
+        "ATTACH ':memory:' AS other",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "DELETE FROM tasks",
+        "SELECT 1; SELECT 2",
+    ],
+)
+def test_sql_that_tries_to_leave_the_sandbox_is_refused(client: TestClient, sql: str) -> None:
+    answer = client.post("/api/v1/sql", json={"sql": sql, "session": f"default/local/{SESSION}"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]
