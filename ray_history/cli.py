@@ -275,6 +275,140 @@ def collect(
 
 
 @main.command()
+@archive_settings
+@setting(
+    "--listen",
+    "RAY_HISTORY_SERVER_LISTEN",
+    "Where the history server answers.",
+    default="127.0.0.1:8080",
+    callback=_host_port,
+)
+@setting(
+    "--cache-dir",
+    "RAY_HISTORY_CACHE_DIR",
+    "Local cache of snapshots and fetched parts.",
+    default="/tmp/ray-history-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+)
+@setting(
+    "--refresh-interval",
+    "RAY_HISTORY_REFRESH_INTERVAL",
+    "Look for new sessions every N seconds.",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+)
+@setting(
+    "--heartbeat-timeout",
+    "RAY_HISTORY_HEARTBEAT_TIMEOUT",
+    "A session whose collectors were silent this long, without closed.json, is incomplete.",
+    default=90.0,
+    type=click.FloatRange(min=1),
+)
+@setting(
+    "--max-open-sessions",
+    "RAY_HISTORY_MAX_OPEN_SESSIONS",
+    "Sessions kept loaded in memory.",
+    default=8,
+    type=click.IntRange(min=1),
+)
+@setting(
+    "--sql-timeout",
+    "RAY_HISTORY_SQL_TIMEOUT",
+    "Time limit of one SQL query (seconds).",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+)
+@setting("--sql-max-rows", "RAY_HISTORY_SQL_MAX_ROWS", "Rows one SQL query may return.", default=10_000,
+         type=click.IntRange(min=1))  # fmt: skip
+def serve(
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, listen: tuple[str, int],
+    cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
+    sql_timeout: float, sql_max_rows: int,
+) -> None:  # fmt: skip
+    """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
+    import uvicorn
+
+    from historyserver.app import create_app
+    from historyserver.server import HistoryServer, ServerSettings
+
+    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style)
+    settings = ServerSettings(
+        cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
+        max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
+    )  # fmt: skip
+    host, port = listen
+    click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)
+    uvicorn.run(create_app(HistoryServer(storage, settings)), host=host, port=port, log_level="warning")
+
+
+@main.command()
+@archive_settings
+@click.argument("query")
+@setting(
+    "--session", "RAY_HISTORY_SQL_SESSION", "namespace/cluster/session to query (default: every session).", default=None
+)
+@setting(
+    "--format",
+    "RAY_HISTORY_SQL_FORMAT",
+    "Output format.",
+    default="table",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+)
+@setting(
+    "--output",
+    "RAY_HISTORY_SQL_OUTPUT",
+    "Write to this file instead of the terminal.",
+    default=None,
+    type=click.Path(path_type=Path, dir_okay=False),
+)
+@setting(
+    "--cache-dir",
+    "RAY_HISTORY_CACHE_DIR",
+    "Local cache of snapshots and fetched parts.",
+    default="/tmp/ray-history-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+)
+@setting("--timeout", "RAY_HISTORY_SQL_TIMEOUT", "Time limit (seconds).", default=60.0, type=click.FloatRange(min=0.1))
+@setting("--max-rows", "RAY_HISTORY_SQL_MAX_ROWS", "Rows to return at most.", default=100_000,
+         type=click.IntRange(min=1))  # fmt: skip
+def sql(
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, query: str,
+    session: str | None, format: str, output: Path | None, cache_dir: Path, timeout: float, max_rows: int,
+) -> None:  # fmt: skip
+    """Run one read-only SQL query over the views sessions, jobs, tasks, actors, nodes, workers,
+    placement_groups, events, logs and metrics."""
+    from historyserver.errors import BadRequest, NotFound
+    from historyserver.sandbox import SandboxError, format_result
+    from historyserver.server import HistoryServer, ServerSettings
+    from historyserver.sqlviews import archive_sandbox, session_sandbox
+
+    if format == "parquet" and output is None:
+        raise click.UsageError("Parquet is binary: give --output FILE")
+    history = HistoryServer(open_archive(archive, s3_endpoint, s3_region, s3_path_style),
+                            ServerSettings(cache_dir=cache_dir))  # fmt: skip
+    history.catalog.refresh()
+    try:
+        if session:
+            parts = session.split("/")
+            if len(parts) != 3:
+                raise click.BadParameter("expected namespace/cluster/session", param_hint="--session")
+            sandbox = session_sandbox(history, history.open(*parts))
+        else:
+            sandbox = archive_sandbox(history)
+        with sandbox:
+            result = sandbox.run(query, timeout_s=timeout, max_rows=max_rows)
+    except (SandboxError, NotFound, BadRequest) as exc:
+        raise click.ClickException(str(exc)) from exc
+    data = format_result(result, format)
+    if output is not None:
+        output.write_bytes(data)
+    else:
+        click.echo(data.decode(), nl=not data.endswith(b"\n"))
+    if result.truncated:
+        click.echo(f"(stopped at {max_rows} rows: --max-rows)", err=True)
+
+
+@main.command()
 @setting(
     "--workdir",
     "RAY_HISTORY_DEMO_DIR",
@@ -283,11 +417,20 @@ def collect(
     type=click.Path(path_type=Path, file_okay=False),
 )
 @setting("--ray-port", "RAY_HISTORY_DEMO_RAY_PORT", "GCS port of the demo's Ray head.", default=6390)
-def demo(workdir: Path, ray_port: int) -> None:
-    """Run a local Ray with the collector and a real workload, then summarise the archive it left."""
+@setting(
+    "--port",
+    "RAY_HISTORY_DEMO_PORT",
+    "Where the history server answers afterwards.",
+    default=8080,
+    type=click.IntRange(1, 65535),
+)
+@setting("--serve/--no-serve", "RAY_HISTORY_DEMO_SERVE", "Serve the history once the workload is archived.",
+         default=True)  # fmt: skip
+def demo(workdir: Path, ray_port: int, port: int, serve: bool) -> None:
+    """Run a local Ray with the collector and a real workload, archive it, then serve its history."""
     from .demo import run_demo
 
-    sys.exit(run_demo(workdir.resolve(), ray_port))
+    sys.exit(run_demo(workdir.resolve(), ray_port, port if serve else None))
 
 
 if __name__ == "__main__":

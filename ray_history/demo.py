@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from archive.storage import open_storage
+from archive.storage import Storage, open_storage
 
 from .localray import LocalRay, collector_command, event_stream_env, free_port, wait_healthy
 from .summary import summarise_archive
@@ -35,7 +35,7 @@ def _start_collector(archive: Path, port: int, scratch: Path, dashboard_url: str
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def run_demo(workdir: Path, ray_port: int) -> int:
+def run_demo(workdir: Path, ray_port: int, serve_port: int | None = 8080) -> int:
     archive = workdir / "ray-history-archive"
     # Ray's socket paths must stay short, so its temp dir sits directly under the system temp dir.
     scratch = Path(tempfile.mkdtemp(prefix="rh-demo-", dir="/tmp"))
@@ -71,7 +71,35 @@ def run_demo(workdir: Path, ray_port: int) -> int:
         if collector.wait(timeout=60) != 0:
             click.echo(f"the collector exited with {collector.returncode}; see {scratch / 'collector.log'}", err=True)
             status = 1
-    click.echo(summarise_archive(open_storage(str(archive))))
+    storage = open_storage(str(archive))
+    click.echo(summarise_archive(storage))
     if status == 0:
         shutil.rmtree(scratch, ignore_errors=True)
+    if status == 0 and serve_port is not None:
+        serve_history(storage, workdir / ".ray-history-cache", serve_port)
     return status
+
+
+def serve_history(storage: Storage, cache_dir: Path, port: int) -> None:
+    """Serve the archive's history until Ctrl-C, after saying where to look."""
+    import uvicorn
+
+    from historyserver.app import create_app
+    from historyserver.server import HistoryServer, ServerSettings
+
+    base = f"http://127.0.0.1:{port}"
+    history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir))
+    manifests = [info.key for info in storage.list("sessions/") if info.key.endswith("/manifest.json")]
+    newest = f"{base}/api/v1/" + max(manifests, key=lambda key: key.split("/")[3]).removesuffix("/manifest.json")
+    _step(f"history server on {base} (Ctrl-C to stop). Open:")
+    for url, what in (
+        (f"{base}/api/v1/sessions", "every session in the archive"),
+        (newest, "this run: nodes, counts by state"),
+        (f"{newest}/tasks?state=FAILED", "its failed tasks, with errors"),
+        (f"{newest}/tasks/summary", "per function: counts, p50/p95/max duration"),
+        (f"{newest}/logs/search?pattern=Error", "a regex over every log line"),
+        (f"{newest}/timeline", "Chrome trace: open in https://ui.perfetto.dev"),
+        (f"{base}/docs", "the whole API, to try out"),
+    ):
+        click.echo(f"  {url}\n      {what}")
+    uvicorn.run(create_app(history), host="127.0.0.1", port=port, log_level="warning")
