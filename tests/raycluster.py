@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from archive.storage import S3Options, Storage, open_storage
 from ray_history.localray import collector_command, free_port, new_local_ray, wait_healthy
-from ray_history.workloads import probe
+from ray_history.workloads import probe, sleeper
 
 from .collectors import start_collector_process, stop_collector_process
 from .objectstores import seaweedfs_server
@@ -28,6 +29,7 @@ from .objectstores import seaweedfs_server
 BUCKET = "ray-history"
 PREFIX = "archive"
 SUBMISSION_ID = "probe-submitted"
+KILLED_SUBMISSION_ID = "killed-mid-job"
 
 
 @dataclass
@@ -90,6 +92,9 @@ def ray_run() -> Iterator[RayRun]:
             state = json.loads(dump.stdout)
             workload_ended_ns = time.time_ns()
             session_dir = (workdir / "ray" / "session_latest").resolve()
+            # A job still running when the cluster goes: its tasks must not stay RUNNING in the history.
+            ray.submit_job(f"{sys.executable} {sleeper.__file__}", KILLED_SUBMISSION_ID, {"owner": "tests"})
+            _wait_for_running_tasks(ray.dashboard_url, "sleep_for_an_hour", 2)
         finally:
             ray.stop()
             exit_code = stop_collector_process(collector)
@@ -98,3 +103,17 @@ def ray_run() -> Iterator[RayRun]:
         yield RayRun(storage, state, submission, driver.stdout, exit_code, collector_log, session_dir.name,
                      session_dir, workload_started_ns, workload_ended_ns)  # fmt: skip
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_running_tasks(dashboard_url: str, name: str, count: int, timeout: float = 120.0) -> None:
+    """Until the dashboard lists `count` tasks called `name` as RUNNING (their events are then out too)."""
+    url = f"{dashboard_url}/api/v0/tasks?limit=1000&filter_keys=name&filter_predicates=%3D&filter_values={name}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            tasks = json.loads(answer.read())["data"]["result"]["result"]
+        if sum(task["state"] == "RUNNING" for task in tasks) >= count:
+            time.sleep(3)  # the RUNNING events reach the collector a moment later
+            return
+        time.sleep(1)
+    raise TimeoutError(f"{count} {name} tasks were not RUNNING after {timeout:.0f} s")
