@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import entities, events, logs, sessions, sql, tasks, timeline
+from .api import entities, events, logs, metrics, sessions, sql, tasks, timeline
 from .api.common import FastJSON
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
@@ -35,8 +35,8 @@ def create_app(history: HistoryServer) -> FastAPI:
     registry = CollectorRegistry()
     answered = Counter("ray_history_server_requests", "Requests answered, by status.", ["status"], registry=registry)
 
-    for router in (sessions.router, tasks.router, entities.router, events.router, logs.router, timeline.router,
-                   sql.router):  # fmt: skip
+    for router in (sessions.router, tasks.router, entities.router, events.router, logs.router, metrics.router,
+                   timeline.router, sql.router):  # fmt: skip
         app.include_router(router, prefix=API)
 
     @app.exception_handler(NotFound)
@@ -73,7 +73,7 @@ def create_app(history: HistoryServer) -> FastAPI:
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> PlainTextResponse:
+    def prometheus_metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -340,3 +340,91 @@ def timeline(cur: duckdb.DuckDBPyConnection, job_id: str | None) -> list[dict[st
                      "func_or_class_name": span["func_or_class_name"]},
         })  # fmt: skip
     return trace
+
+
+def log_slice(cur: duckdb.DuckDBPyConnection, node_id: str | None, filename: str, start: int, end: int) -> Any:
+    """The rows of a file between two byte offsets (a task's output, as taskLogInfo marks it)."""
+    found = log_files(cur, node_id, filename)
+    if not found:
+        raise NotFound(f"no log file {filename!r} in this session")
+    return log_rows(cur, found[0]["file_id"], 'AND "offset" >= ? AND "offset" < ?', (start, end))
+
+
+def marked_lines(cur: duckdb.DuckDBPyConnection, worker_id: str, task_name: str, stream: str) -> list[dict[str, Any]]:
+    """Lines a worker printed under a task's `:task_name:` marker (the marker lines left out)."""
+    suffix = ".out" if stream == "stdout" else ".err"
+    sql = """SELECT substr(file, 6) AS filename, line_number, text FROM logs
+             WHERE worker_id = ? AND task_name = ? AND ends_with(file, ?) AND omitted_bytes IS NULL
+               AND NOT starts_with(text, ':task_name:')
+             ORDER BY file, "offset"
+    """
+    return rows(cur.execute(sql, [worker_id, task_name, suffix]))
+
+
+def worker_log_files(cur: duckdb.DuckDBPyConnection, worker_id: str) -> list[dict[str, Any]]:
+    return [
+        file for file in log_files(cur) if file["worker_id"] == worker_id and file["filename"].startswith("worker-")
+    ]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+METRIC_NAMES = """
+    SELECT name, any_value(type) AS type, count(*) AS samples, count(DISTINCT labels) AS series,
+           count(DISTINCT node) AS nodes, epoch_ns(min(timestamp)) // 1000000 AS first_ms,
+           epoch_ns(max(timestamp)) // 1000000 AS last_ms
+    FROM metrics {where} GROUP BY name ORDER BY name
+"""
+
+# Samples are first averaged per series (node and labels) in each step, then aggregated across the
+# series of a node (by node) or of the whole cluster: a sum of gauges over nodes, not of samples.
+METRIC_RANGE = """
+    WITH per_series AS (
+        SELECT time_bucket(to_microseconds(?), timestamp::TIMESTAMPTZ) AS bucket, node, labels, avg(value) AS value
+        FROM metrics WHERE name = ? AND timestamp >= to_timestamp(? / 1000) AND timestamp < to_timestamp(? / 1000)
+        {label_filter}
+        GROUP BY ALL
+    )
+    SELECT {group} epoch_ns(bucket) // 1000000 AS time_ms, {agg}(value) AS value
+    FROM per_series GROUP BY ALL ORDER BY {order} time_ms
+"""
+AGGREGATIONS = {"sum": "sum", "avg": "avg", "max": "max", "min": "min"}
+MAX_POINTS = 10_000
+
+
+def metric_names(cur: duckdb.DuckDBPyConnection, prefix: str | None) -> list[dict[str, Any]]:
+    where, params = ("WHERE starts_with(name, ?)", [prefix]) if prefix else ("", [])
+    return rows(cur.execute(METRIC_NAMES.format(where=where), params))
+
+
+def metric_range(cur: duckdb.DuckDBPyConnection, name: str, start_ms: int | None, end_ms: int | None, step_s: float,
+                 agg: str, by_node: bool, labels: list[str]) -> list[dict[str, Any]]:  # fmt: skip
+    """One series per node (or one for the cluster) of `name`, a point per step."""
+    if agg not in AGGREGATIONS:
+        raise BadRequest(f"agg must be one of {', '.join(AGGREGATIONS)}")
+    if step_s < 1:
+        raise BadRequest("step_s must be at least 1 second")
+    bounds = cur.execute(
+        "SELECT epoch_ns(min(timestamp)) // 1000000, epoch_ns(max(timestamp)) // 1000000 + 1 FROM metrics "
+        "WHERE name = ?", [name],
+    ).fetchone()  # fmt: skip
+    if bounds is None or bounds[0] is None:
+        raise NotFound(f"no samples of metric {name!r} in this session")
+    start_ms = bounds[0] if start_ms is None else start_ms
+    end_ms = bounds[1] if end_ms is None else end_ms
+    if (end_ms - start_ms) / (step_s * 1000) > MAX_POINTS:
+        raise BadRequest(f"more than {MAX_POINTS} points: widen step_s or narrow the time range")
+    label_filter, params = "", []
+    for term in labels:
+        key, sep, value = term.partition("=")
+        if not sep:
+            raise BadRequest(f"labels are key=value, got {term!r}")
+        label_filter += " AND labels->>? = ?"
+        params += [key, value]
+    sql = METRIC_RANGE.format(label_filter=label_filter, agg=AGGREGATIONS[agg], group="node," if by_node else "",
+                              order="node," if by_node else "")  # fmt: skip
+    points = rows(cur.execute(sql, [int(step_s * 1_000_000), name, start_ms, end_ms, *params]))
+    series: dict[str, list[list[Any]]] = {}
+    for point in points:
+        series.setdefault(point.get("node", "cluster"), []).append([point["time_ms"], point["value"]])
+    return [{"node": node, "points": values} for node, values in series.items()]

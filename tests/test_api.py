@@ -53,8 +53,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "dashboard_api", "api_v0_placement_groups_detail_1.json"
         ).read_bytes(),
         "/api/jobs/": fixture_path("dashboard_api", "api_jobs_.json").read_bytes(),
+        "/metrics": fixture_path("metrics", "run1_scrape_8080_trimmed.txt").read_bytes(),
     }
     with http_server(answers) as dashboard:
+        # The node's metrics port is the same little server: the collector scrapes it once at start.
+        (session / f"metrics_export_port_{NODE}").write_text(dashboard.rsplit(":", 1)[1])
         polling = PollSettings(dashboard_url=f"http://{dashboard}", metrics_interval=3600, dashboard_interval=3600)
         with collector_thread(root, ray_temp_dir=root / "ray", polling=polling) as collector:
             for post in fixture_posts():
@@ -180,6 +183,33 @@ def test_logs_list_download_tail_search_and_zip(client: TestClient, archive: Pat
     assert all("succeeded" in hit["text"] for hit in hits)
     bundle = zipfile.ZipFile(io.BytesIO(client.get(f"{BASE}/logs/job/02000000.zip").content))
     assert any(name.endswith(worker) for name in bundle.namelist())
+
+
+def test_what_a_task_attempt_and_an_actor_printed(client: TestClient) -> None:
+    tasks = client.get(f"{BASE}/tasks", params={"name": "flaky", "limit": 10}).json()["items"]
+    retried = next(task for task in tasks if task["attempt_number"] == 1)
+    # Ray 2.60 sent no byte range for these attempts: the lines come from the worker's markers.
+    printed = client.get(f"{BASE}/tasks/{retried['task_id']}/logs", params={"attempt_number": 0}).json()
+    assert printed["source"] == "markers"
+    assert printed["text"] == "flaky: first attempt, raising RuntimeError\nflaky: retry attempt succeeded\n"
+    errors = client.get(f"{BASE}/tasks/{retried['task_id']}/logs", params={"stream": "stderr"})
+    assert errors.status_code == 404 and "stderr" in errors.json()["error"]
+    counter = next(actor for actor in client.get(f"{BASE}/actors").json()["items"] if actor["class_name"] == "Counter")
+    printed = client.get(f"{BASE}/actors/{counter['actor_id']}/logs").json()["text"]
+    assert "Counter.incr -> 1" in printed
+
+
+def test_metrics_names_and_a_range_query(client: TestClient) -> None:
+    names = {item["name"]: item for item in client.get(f"{BASE}/metrics", params={"prefix": "ray_"}).json()["items"]}
+    assert names["ray_tasks"]["type"] == "gauge" and names["ray_tasks"]["series"] > 1
+    answer = client.get(f"{BASE}/metrics/query", params={"name": "ray_tasks", "agg": "sum", "by": "cluster",
+                                                           "label": "State=FINISHED"}).json()  # fmt: skip
+    [series] = answer["series"]
+    assert series["node"] == "cluster" and series["points"][0][1] > 0
+    per_node = client.get(f"{BASE}/metrics/query", params={"name": "ray_tasks"}).json()["series"]
+    assert [entry["node"] for entry in per_node] == ["node-a"]
+    assert client.get(f"{BASE}/metrics/query", params={"name": "no_such_metric"}).status_code == 404
+    assert client.get(f"{BASE}/metrics/query", params={"name": "ray_tasks", "agg": "median"}).status_code == 400
 
 
 def test_the_timeline_is_chrome_trace_json(client: TestClient) -> None:
