@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow as pa
+
 from archive.storage import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
@@ -76,3 +78,23 @@ def read_parquet_sql(paths: Iterable[Path | str], **options: bool) -> str:
     files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
     extra = "".join(f", {name} = {str(value).lower()}" for name, value in options.items())
     return f"read_parquet([{files}]{extra})"
+
+
+def empty_select_sql(schema: pa.Schema) -> str:
+    """A SELECT of no rows with the schema's columns, for a view over files that do not exist yet."""
+    columns = ", ".join(f'NULL::{_duckdb_type(field.type)} AS "{field.name}"' for field in schema)
+    return f"SELECT {columns} WHERE false"
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_binary(arrow_type):
+        return "BLOB"
+    return "VARCHAR"

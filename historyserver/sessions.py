@@ -20,7 +20,7 @@ from archive.schema import EVENTS, LOGS, METRICS
 from archive.storage import Storage
 
 from . import queries
-from .mirror import Mirror, read_parquet_sql
+from .mirror import Mirror, empty_select_sql, read_parquet_sql
 from .reconstruct import SessionEnd
 from .snapshots import Snapshot, SnapshotStore, parts_fingerprint
 
@@ -64,26 +64,8 @@ class OpenSession:
             if paths:
                 self._db.execute(f"CREATE OR REPLACE VIEW {kind} AS SELECT * FROM {read_parquet_sql(paths)}")
             else:
-                schema = RAW_SCHEMAS[kind]
-                columns = ", ".join(f'NULL::{_duck_type(field.type)} AS "{field.name}"' for field in schema)
-                self._db.execute(f"CREATE OR REPLACE VIEW {kind} AS SELECT {columns} WHERE false")
+                self._db.execute(f"CREATE OR REPLACE VIEW {kind} AS {empty_select_sql(RAW_SCHEMAS[kind])}")
             self._raw_loaded.add(kind)
-
-
-def _duck_type(arrow_type: Any) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMPTZ"
-    if pa.types.is_integer(arrow_type):
-        return "BIGINT"
-    if pa.types.is_floating(arrow_type):
-        return "DOUBLE"
-    if pa.types.is_boolean(arrow_type):
-        return "BOOLEAN"
-    if pa.types.is_binary(arrow_type):
-        return "BLOB"
-    return "VARCHAR"
 
 
 class SessionCache:

@@ -5,18 +5,20 @@ session columns. The SQL here is the server's own; the user's runs in historyser
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from archive import layout
+from archive.schema import SNAPSHOT_TABLES
 
 from .catalog import SessionQuery
-from .mirror import read_parquet_sql
+from .mirror import empty_select_sql, read_parquet_sql
 from .sandbox import Sandbox, open_sandbox
 from .server import HistoryServer
-from .sessions import OpenSession
+from .sessions import RAW_SCHEMAS, OpenSession
 
 SNAPSHOT_VIEWS = ("jobs", "tasks", "actors", "nodes", "workers", "placement_groups")
 RAW_VIEWS: tuple[layout.PartKind, ...] = ("events", "logs", "metrics")
@@ -24,9 +26,10 @@ RAW_VIEWS: tuple[layout.PartKind, ...] = ("events", "logs", "metrics")
 _SESSION_OF_PATH = r"/(?:events|logs|metrics|snapshots)/([^/]+)/([^/]+)/([^/]+)/"
 
 
-def _over_files(paths: list[Path]) -> str:
+def _over_files(paths: list[Path], schema: pa.Schema) -> str:
     if not paths:
-        return "SELECT NULL::VARCHAR AS namespace, NULL::VARCHAR AS cluster, NULL::VARCHAR AS session WHERE false"
+        session = pa.schema([("namespace", pa.string()), ("cluster", pa.string()), ("session", pa.string())])
+        return empty_select_sql(pa.unify_schemas([session, schema]))
     return (
         f"SELECT regexp_extract(filename, '{_SESSION_OF_PATH}', 1) AS namespace, "
         f"regexp_extract(filename, '{_SESSION_OF_PATH}', 2) AS cluster, "
@@ -64,20 +67,36 @@ def session_sandbox(server: HistoryServer, opened: OpenSession) -> Sandbox:
         views[name] = _with_session(opened.ref, f"SELECT * FROM {read_parquet_sql([path])}") if path else None
     for kind in RAW_VIEWS:
         parts = list(server.storage.list(layout.parts_prefix(kind, opened.ref)))
-        views[kind] = _over_files(server.sessions.mirror.paths(parts))
+        views[kind] = _over_files(server.sessions.mirror.paths(parts), RAW_SCHEMAS[kind])
     return open_sandbox({name: sql for name, sql in views.items() if sql is not None}, _readable_dirs(server))
 
 
-def archive_sandbox(server: HistoryServer) -> Sandbox:
-    """Views across every session: snapshots where a server has derived them, raw parts everywhere."""
-    views: dict[str, Any] = {"sessions": _sessions_table(server, None)}
+def archive_sandbox(server: HistoryServer, derive_missing: Callable[[str], None] | None = None) -> Sandbox:
+    """Views across every session: snapshots where a server has derived them, raw parts everywhere.
+
+    With `derive_missing` (called with each session's path as it goes), every ended session without
+    a written snapshot is derived first, so the views hold all of them.
+    """
+    sessions = _sessions_table(server, None)
+    if derive_missing is not None:
+        _derive_missing(server, sessions, derive_missing)
+    views: dict[str, Any] = {"sessions": sessions}
     snapshot_files = [info for info in server.storage.list("snapshots/") if info.key.endswith(".parquet")]
     for name in SNAPSHOT_VIEWS:
         wanted = [info for info in snapshot_files if info.key.endswith(f"/{name}.parquet")]
-        views[name] = _over_files(server.sessions.mirror.paths(wanted))
+        views[name] = _over_files(server.sessions.mirror.paths(wanted), SNAPSHOT_TABLES[name])
     for kind in RAW_VIEWS:
-        views[kind] = _over_files(server.sessions.mirror.paths(server.storage.list(f"{kind}/")))
+        views[kind] = _over_files(server.sessions.mirror.paths(server.storage.list(f"{kind}/")), RAW_SCHEMAS[kind])
     return open_sandbox(views, _readable_dirs(server))
+
+
+def _derive_missing(server: HistoryServer, sessions: pa.Table, progress: Callable[[str], None]) -> None:
+    written = {info.key for info in server.storage.list("snapshots/") if info.key.endswith("/snapshot.json")}
+    for row in sessions.select(["namespace", "cluster", "session", "status"]).to_pylist():
+        ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
+        if row["status"] != "running" and layout.snapshot_manifest_key(ref) not in written:
+            progress(ref.path)
+            server.open(ref.namespace, ref.cluster, ref.session)
 
 
 def _with_session(ref: layout.SessionRef, sql: str) -> str:

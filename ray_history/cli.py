@@ -394,7 +394,8 @@ def sql(
                 raise click.BadParameter("expected namespace/cluster/session", param_hint="--session")
             sandbox = session_sandbox(history, history.open(*parts))
         else:
-            sandbox = archive_sandbox(history)
+            # Sessions no server has opened yet are derived once now, so the views hold them all.
+            sandbox = archive_sandbox(history, lambda path: click.echo(f"deriving {path} (once)", err=True))
         with sandbox:
             result = sandbox.run(query, timeout_s=timeout, max_rows=max_rows)
     except (SandboxError, NotFound, BadRequest) as exc:
