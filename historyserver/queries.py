@@ -278,7 +278,7 @@ LOG_ROWS = """
 
 def log_rows(cur: duckdb.DuckDBPyConnection, file_id: str, extra: str = "", params: tuple[Any, ...] = ()) -> Any:
     """A file's rows in order, as an Arrow table (what archive.logs.rebuild_file takes)."""
-    return cur.execute(LOG_ROWS.format(extra=extra), [file_id, *params]).to_arrow_table()
+    return cur.sql(LOG_ROWS.format(extra=extra), params=[file_id, *params]).to_arrow_table()
 
 
 def log_lines(cur: duckdb.DuckDBPyConnection, file_id: str, start_line: int, count: int) -> list[dict[str, Any]]:
