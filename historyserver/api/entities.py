@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from .. import queries
+from ..errors import NotFound
 from .common import SESSION_PATH, FastJSON, listing, open_session
 
 router = APIRouter(tags=["actors, jobs, nodes"])
@@ -42,7 +43,7 @@ def get_job(request: Request, namespace: str, cluster: str, session: str, job_id
     cur = open_session(request, namespace, cluster, session).cursor()
     try:
         return FastJSON(queries.one(cur, queries.JOBS, job_id=job_id))
-    except queries.NotFound:
+    except NotFound:
         return FastJSON(queries.one(cur, queries.JOBS, submission_id=job_id))
 
 

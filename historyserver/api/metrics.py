@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 
 from .. import queries
+from ..errors import BadRequest
 from .common import SESSION_PATH, FastJSON, listing, open_session
 
 router = APIRouter(tags=["metrics"])
@@ -29,7 +30,7 @@ def query_metric(
     label: list[str] = Query([], description="key=value, repeat to require several"),
 ) -> FastJSON:  # fmt: skip
     if by not in ("node", "cluster"):
-        raise queries.BadRequest("by must be node or cluster")
+        raise BadRequest("by must be node or cluster")
     cur = open_session(request, namespace, cluster, session).cursor("metrics")
     series = queries.metric_range(cur, name, start_ms, end_ms, step_s, agg, by == "node", label)
     return FastJSON({"name": name, "step_s": step_s, "agg": agg, "by": by, "series": series})
