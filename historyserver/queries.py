@@ -252,15 +252,22 @@ LOG_FILES = """
 
 def log_files(cur: duckdb.DuckDBPyConnection, node_id: str | None = None, filename: str | None = None,
               ) -> list[dict[str, Any]]:  # fmt: skip
-    clauses, params = [], []
+    clauses, params = _file_clauses(node_id, filename)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    return rows(cur.execute(LOG_FILES.format(where=where), params))
+
+
+def _file_clauses(node_id: str | None, filename: str | None) -> tuple[list[str], list[Any]]:
+    """Conditions on the node (its Ray id or its name in the archive) and the file (relative to logs/)."""
+    clauses: list[str] = []
+    params: list[Any] = []
     if node_id is not None:
         clauses.append("(node_id = ? OR node = ?)")
         params += [node_id, node_id]
     if filename is not None:
         clauses.append("file = ?")
         params.append("logs/" + filename)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    return rows(cur.execute(LOG_FILES.format(where=where), params))
+    return clauses, params
 
 
 def log_file(cur: duckdb.DuckDBPyConnection, node_id: str, filename: str) -> dict[str, Any]:
@@ -295,13 +302,9 @@ def last_line_number(cur: duckdb.DuckDBPyConnection, file_id: str) -> int:
 
 def search_logs(cur: duckdb.DuckDBPyConnection, pattern: str, node_id: str | None, filename: str | None,
                 limit: int) -> list[dict[str, Any]]:  # fmt: skip
-    clauses, params = ["omitted_bytes IS NULL", "regexp_matches(text, ?)"], [pattern]
-    if node_id is not None:
-        clauses.append("(node_id = ? OR node = ?)")
-        params += [node_id, node_id]
-    if filename is not None:
-        clauses.append("file = ?")
-        params.append("logs/" + filename)
+    on_file, file_params = _file_clauses(node_id, filename)
+    clauses = ["omitted_bytes IS NULL", "regexp_matches(text, ?)", *on_file]
+    params = [pattern, *file_params]
     sql = f"""SELECT node_id, substr(file, 6) AS filename, line_number, text, task_name, actor_name, job_id
               FROM logs WHERE {" AND ".join(clauses)} ORDER BY node, file, "offset" LIMIT ?"""
     try:

@@ -39,3 +39,17 @@ def ray_run():
 
     with start_ray_run() as run:
         yield run
+
+
+CAPTURED_SESSION = "session_2026-11-28_19-03-57_108652_5250"
+CAPTURED_NODE = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
+
+
+@pytest.fixture
+def session_dir(tmp_path: Path) -> Path:
+    """A Ray temp dir (tmp_path/ray) with the captured session in it, laid out as Ray lays it out."""
+    session = tmp_path / "ray" / CAPTURED_SESSION
+    (session / "logs").mkdir(parents=True)
+    (tmp_path / "ray" / "session_latest").symlink_to(session)
+    (session / f"raylet_port_{CAPTURED_NODE}").write_text("1234")
+    return session

@@ -16,20 +16,10 @@ from archive.storage import Storage, StorageError, open_storage
 from collector.logs import LogSettings, LogShipper
 from collector.metrics import CollectorMetrics
 
-from .conftest import FIXTURES
+from .conftest import CAPTURED_NODE, CAPTURED_SESSION, FIXTURES
 
-SESSION = "session_2026-11-28_19-03-57_108652_5250"
-NODE_HEX = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
-
-
-@pytest.fixture
-def session_dir(tmp_path: Path) -> Path:
-    """A Ray temp dir with one session, as Ray lays it out."""
-    session = tmp_path / "ray" / SESSION
-    (session / "logs").mkdir(parents=True)
-    (tmp_path / "ray" / "session_latest").symlink_to(session)
-    (session / f"raylet_port_{NODE_HEX}").write_text("1234")
-    return session
+SESSION = CAPTURED_SESSION
+NODE_HEX = CAPTURED_NODE
 
 
 def make_shipper(tmp_path: Path, storage: Storage | None = None, **settings: object) -> LogShipper:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pyarrow as pa
-import pytest
 
 from archive.documents import Manifest, decode
 from archive.parquet import parquet_to_table, table_rows
@@ -21,10 +20,10 @@ from collector.scrape import metrics_targets
 from ray_history.localray import collector_command, free_port, wait_healthy
 
 from .collectors import collector_thread, start_collector_process, stop_collector_process
-from .conftest import fixture_path
+from .conftest import CAPTURED_NODE, CAPTURED_SESSION, fixture_path
 
-SESSION = "session_2026-11-28_19-03-57_108652_5250"
-NODE_HEX = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
+SESSION = CAPTURED_SESSION
+NODE_HEX = CAPTURED_NODE
 
 
 @contextmanager
@@ -49,15 +48,6 @@ def http_server(answers: dict[str, bytes]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture
-def session_dir(tmp_path: Path) -> Path:
-    session = tmp_path / "ray" / SESSION
-    (session / "logs").mkdir(parents=True)
-    (tmp_path / "ray" / "session_latest").symlink_to(session)
-    (session / f"raylet_port_{NODE_HEX}").write_text("1234")
-    return session
 
 
 def archived(tmp_path: Path, kind: str) -> list[dict]:
