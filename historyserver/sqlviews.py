@@ -15,6 +15,7 @@ from archive import layout
 from archive.schema import SNAPSHOT_TABLES
 
 from .catalog import SessionQuery
+from .errors import BadRequest
 from .mirror import empty_select_sql, read_parquet_sql
 from .sandbox import Sandbox, open_sandbox
 from .server import HistoryServer
@@ -57,6 +58,17 @@ def _plain(value: Any) -> Any:
     import json
 
     return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+
+
+def sandbox_for(server: HistoryServer, session: str | None,
+                derive_missing: Callable[[str], None] | None = None) -> Sandbox:  # fmt: skip
+    """The views of one session ("namespace/cluster/session"), or of the whole archive when None."""
+    if session is None:
+        return archive_sandbox(server, derive_missing)
+    parts = session.split("/")
+    if len(parts) != 3:
+        raise BadRequest(f"a session is namespace/cluster/session, got {session!r}")
+    return session_sandbox(server, server.open(*parts))
 
 
 def session_sandbox(server: HistoryServer, opened: OpenSession) -> Sandbox:

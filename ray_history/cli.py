@@ -57,6 +57,12 @@ def archive_settings(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+cache_setting = setting(
+    "--cache-dir", "RAY_HISTORY_CACHE_DIR", "Local cache of snapshots and fetched parts.",
+    default="/tmp/ray-history-cache", type=click.Path(path_type=Path, file_okay=False),
+)  # fmt: skip
+
+
 def open_archive(archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool) -> Storage:
     return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style).open()
 
@@ -283,13 +289,7 @@ def collect(
     default="127.0.0.1:8080",
     callback=_host_port,
 )
-@setting(
-    "--cache-dir",
-    "RAY_HISTORY_CACHE_DIR",
-    "Local cache of snapshots and fetched parts.",
-    default="/tmp/ray-history-cache",
-    type=click.Path(path_type=Path, file_okay=False),
-)
+@cache_setting
 @setting(
     "--refresh-interval",
     "RAY_HISTORY_REFRESH_INTERVAL",
@@ -361,13 +361,7 @@ def serve(
     default=None,
     type=click.Path(path_type=Path, dir_okay=False),
 )
-@setting(
-    "--cache-dir",
-    "RAY_HISTORY_CACHE_DIR",
-    "Local cache of snapshots and fetched parts.",
-    default="/tmp/ray-history-cache",
-    type=click.Path(path_type=Path, file_okay=False),
-)
+@cache_setting
 @setting("--timeout", "RAY_HISTORY_SQL_TIMEOUT", "Time limit (seconds).", default=60.0, type=click.FloatRange(min=0.1))
 @setting("--max-rows", "RAY_HISTORY_SQL_MAX_ROWS", "Rows to return at most.", default=100_000,
          type=click.IntRange(min=1))  # fmt: skip
@@ -380,7 +374,7 @@ def sql(
     from historyserver.errors import BadRequest, NotFound
     from historyserver.sandbox import SandboxError, format_result
     from historyserver.server import HistoryServer, ServerSettings
-    from historyserver.sqlviews import archive_sandbox, session_sandbox
+    from historyserver.sqlviews import sandbox_for
 
     if format == "parquet" and output is None:
         raise click.UsageError("Parquet is binary: give --output FILE")
@@ -388,15 +382,9 @@ def sql(
                             ServerSettings(cache_dir=cache_dir))  # fmt: skip
     history.catalog.refresh()
     try:
-        if session:
-            parts = session.split("/")
-            if len(parts) != 3:
-                raise click.BadParameter("expected namespace/cluster/session", param_hint="--session")
-            sandbox = session_sandbox(history, history.open(*parts))
-        else:
-            # Sessions no server has opened yet are derived once now, so the views hold them all.
-            sandbox = archive_sandbox(history, lambda path: click.echo(f"deriving {path} (once)", err=True))
-        with sandbox:
+        # Across the archive, sessions no server has opened yet are derived once now, so the views hold them all.
+        derive = lambda path: click.echo(f"deriving {path} (once)", err=True)  # noqa: E731
+        with sandbox_for(history, session or None, derive) as sandbox:
             result = sandbox.run(query, timeout_s=timeout, max_rows=max_rows)
     except (SandboxError, NotFound, BadRequest) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -275,3 +275,19 @@ def test_sql_that_tries_to_leave_the_sandbox_is_refused(client: TestClient, sql:
     answer = client.post("/api/v1/sql", json={"sql": sql, "session": f"default/local/{SESSION}"})
     assert answer.status_code == 400
     assert answer.json()["error"]
+
+
+def test_ray_history_sql_answers_on_the_terminal_and_refuses_with_a_message(archive: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ray_history.cli import main
+
+    common = ["sql", "--archive", str(archive), "--cache-dir", str(tmp_path / "cache")]
+    counted = CliRunner().invoke(main, [*common, "--session", f"default/local/{SESSION}", "--format", "csv",
+                                        "SELECT count(*) AS n FROM tasks WHERE state = 'FAILED'"])  # fmt: skip
+    assert counted.exit_code == 0, counted.output
+    assert counted.output.splitlines()[0] == "n" and int(counted.output.splitlines()[1]) >= 2
+    wrong = CliRunner().invoke(main, [*common, "--session", "just-a-name", "SELECT 1"])
+    assert wrong.exit_code != 0 and "namespace/cluster/session" in wrong.output
+    refused = CliRunner().invoke(main, [*common, "SELECT * FROM read_csv('/etc/passwd')"])
+    assert refused.exit_code != 0 and "not allowed" in refused.output

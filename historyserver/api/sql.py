@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import BadRequest
 from ..sandbox import SandboxError, format_result
-from ..sqlviews import archive_sandbox, session_sandbox
+from ..sqlviews import sandbox_for
 from .common import server_of
 
 router = APIRouter(tags=["sql"])
@@ -29,14 +29,7 @@ class SqlRequest(BaseModel):
 @router.post("/sql")
 def run_sql(request: Request, body: SqlRequest) -> Response:
     server = server_of(request)
-    if body.session is not None:
-        parts = body.session.split("/")
-        if len(parts) != 3:
-            raise BadRequest("session must be namespace/cluster/session")
-        sandbox = session_sandbox(server, server.open(*parts))
-    else:
-        sandbox = archive_sandbox(server)
-    with sandbox:
+    with sandbox_for(server, body.session) as sandbox:
         try:
             result = sandbox.run(body.sql, timeout_s=server.settings.sql_timeout, max_rows=server.settings.sql_max_rows)
         except SandboxError as exc:
