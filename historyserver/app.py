@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import entities, events, logs, metrics, sessions, sql, tasks, timeline
+from .api import entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
 from .api.common import FastJSON
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
@@ -34,9 +34,19 @@ def create_app(history: HistoryServer) -> FastAPI:
     app.state.history = history
     registry = CollectorRegistry()
     answered = Counter("ray_history_server_requests", "Requests answered, by status.", ["status"], registry=registry)
+    gauges = {
+        "ray_history_server_snapshots_derived": ("Sessions whose raw events this server replayed.",
+                                                 lambda: history.sessions.snapshots.derived),
+        "ray_history_server_jobs_indexed_sessions": ("Sessions whose jobs are in the job index.",
+                                                     history.jobs.sessions_indexed),
+        "ray_history_server_jobs_pending_sessions": ("Ended sessions the job index has still to read.",
+                                                     lambda: history.sessions_to_index),
+    }  # fmt: skip
+    for name, (description, read) in gauges.items():
+        Gauge(name, description, registry=registry).set_function(read)
 
-    for router in (sessions.router, tasks.router, entities.router, events.router, logs.router, metrics.router,
-                   timeline.router, sql.router):  # fmt: skip
+    for router in (sessions.router, jobs.router, tasks.router, entities.router, events.router, logs.router,
+                   metrics.router, timeline.router, sql.router):  # fmt: skip
         app.include_router(router, prefix=API)
 
     @app.exception_handler(NotFound)

@@ -571,6 +571,15 @@ class Catalog:
             ).fetchall()
         return (total[0] if total else 0), [_ROW_DECODER.decode(row) for (row,) in page]
 
+    def rows_by_status(self, statuses: Sequence[str]) -> list[dict[str, Any]]:
+        """Every session in these statuses, newest first (for passes over the whole archive)."""
+        with closing(self._cursor()) as cur:
+            found = cur.execute(
+                "SELECT row_json FROM sessions WHERE list_contains(?, status) ORDER BY start_time_ms DESC NULLS LAST",
+                [list(statuses)],
+            ).fetchall()
+        return [_ROW_DECODER.decode(row) for (row,) in found]
+
     def get(self, namespace: str, cluster: str, session: str) -> dict[str, Any] | None:
         """One session's row, or None if the archive has no such session."""
         with closing(self._cursor()) as cur:

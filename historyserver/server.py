@@ -1,4 +1,5 @@
-"""The history server's parts, assembled: the catalog (what exists), the session cache (what is open).
+"""The history server's parts, assembled: the catalog (what exists), the session cache (what is open),
+and the job index (every session's jobs, to query across sessions).
 
 Routers reach everything through `HistoryServer`, so each part can change alone.
 """
@@ -7,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from archive import layout
 from archive.storage import Storage
 
-from .catalog import Catalog
+from .catalog import STATUSES, Catalog
 from .errors import BadRequest, NotFound
+from .jobindex import Indexed, JobIndex
 from .reconstruct import SessionEnd
 from .sessions import OpenSession, SessionCache
 
@@ -30,6 +35,8 @@ class ServerSettings:
     max_open_sessions: int = 8
     sql_timeout: float = 10.0
     sql_max_rows: int = 10_000
+    # Index the jobs of every ended session in the background, deriving snapshots no replica has written.
+    index_jobs: bool = True
 
 
 class HistoryServer:
@@ -39,26 +46,73 @@ class HistoryServer:
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(storage, None, settings.heartbeat_timeout)
         self.sessions = SessionCache(storage, settings.cache_dir, settings.max_open_sessions)
+        self.jobs = JobIndex()
+        self.sessions_to_index = 0  # ended sessions the background pass has still to index
         self._stop = threading.Event()
-        self._refresher: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.ready = False
 
     def start(self) -> None:
-        """Read the catalog once, then keep it fresh in the background."""
+        """Read the catalog once, then keep it (and the job index) fresh in the background."""
         self.catalog.refresh()
         self.ready = True
-        self._refresher = threading.Thread(target=self._refresh_loop, name="catalog-refresh", daemon=True)
-        self._refresher.start()
+        # (name, work, whether it has just been done)
+        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self.catalog.refresh, True)]
+        if self.settings.index_jobs:
+            loops.append(("job-index", self.index_ended_sessions, False))
+        for name, work, done in loops:
+            thread = threading.Thread(target=self._every_interval, args=(name, work, done), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.settings.refresh_interval):
+    def _every_interval(self, name: str, work: Callable[[], object], done: bool) -> None:
+        if done and self._stop.wait(self.settings.refresh_interval):
+            return
+        while True:
             try:
-                self.catalog.refresh()
+                work()
             except Exception:
-                log.exception("catalog refresh failed; trying again in %.0f s", self.settings.refresh_interval)
+                log.exception("%s failed; trying again in %.0f s", name, self.settings.refresh_interval)
+            if self._stop.wait(self.settings.refresh_interval):
+                return
+
+    def index_ended_sessions(self) -> int:
+        """Put the jobs of every ended session not yet indexed into the job index, newest first; how many.
+
+        A session with a written-back snapshot costs a listing and two small reads; one without is
+        derived here once (and written back), so the first person to open it does not wait.
+        """
+        ended = self.catalog.rows_by_status(("closed", "incomplete"))
+        self.jobs.forget(self.jobs.paths() - {row_path(row) for row in self.catalog.rows_by_status(STATUSES)})
+        todo = [row for row in ended if not self._is_indexed(row)]
+        self.sessions_to_index = len(todo)
+        done = 0
+        for row in todo:
+            if self._stop.is_set():
+                break
+            ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
+            end = session_end(row)
+            try:
+                table, parts = self.sessions.snapshots.table(ref, end, "jobs")
+            except Exception:
+                log.exception("could not index the jobs of %s; trying again next pass", ref.path)
+                continue
+            self.jobs.put(ref, row, table, Indexed(parts, end.closed, end.end_ns))
+            done += 1
+            self.sessions_to_index -= 1
+            if done % 500 == 0:
+                log.info("job index: %d of %d ended sessions indexed", done, len(todo))
+        if done:
+            log.info("job index: %d ended sessions indexed, %d in all", done, self.jobs.sessions_indexed())
+        return done
+
+    def _is_indexed(self, row: dict[str, Any]) -> bool:
+        known = self.jobs.indexed(layout.SessionRef(row["namespace"], row["cluster"], row["session"]))
+        end = session_end(row)
+        return known is not None and (known.closed, known.end_ns) == (end.closed, end.end_ns)
 
     def session_row(self, namespace: str, cluster: str, session: str) -> dict[str, Any]:
         try:
@@ -73,7 +127,13 @@ class HistoryServer:
     def open(self, namespace: str, cluster: str, session: str) -> OpenSession:
         """The session, opened (its snapshot derived on first open)."""
         row = self.session_row(namespace, cluster, session)
-        return self.sessions.get(layout.SessionRef(namespace, cluster, session), session_end(row))
+        ref = layout.SessionRef(namespace, cluster, session)
+        opened = self.sessions.get(ref, session_end(row))
+        manifest = opened.snapshot.manifest
+        source = Indexed(manifest.parts, manifest.closed, manifest.end_ns)
+        if self.jobs.indexed(ref) != source:
+            self.jobs.put(ref, row, pq.read_table(opened.snapshot.tables["jobs"]), source)
+        return opened
 
 
 def session_end(row: dict[str, Any]) -> SessionEnd:
@@ -83,3 +143,7 @@ def session_end(row: dict[str, Any]) -> SessionEnd:
     end_ms = row.get("end_time_ms")
     reason = row.get("closed_reason") or "the collectors stopped reporting: the cluster is presumed gone"
     return SessionEnd(closed=True, end_ns=end_ms * 1_000_000 if end_ms is not None else None, reason=reason)
+
+
+def row_path(row: dict[str, Any]) -> str:
+    return f"{row['namespace']}/{row['cluster']}/{row['session']}"

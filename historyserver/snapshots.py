@@ -17,10 +17,11 @@ from pathlib import Path
 import duckdb
 import msgspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from archive import documents, layout
 from archive.parquet import table_to_parquet
-from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION
+from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 from .mirror import Mirror, read_parquet_sql
@@ -95,7 +96,28 @@ class SnapshotStore:
             return None
         return Snapshot(tables, manifest, "cache")
 
-    def _from_archive(self, ref: layout.SessionRef, wanted: str, end: SessionEnd) -> Snapshot | None:
+    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str) -> tuple[pa.Table, str]:
+        """One snapshot table and the parts' fingerprint, without fetching the other tables when the
+        archive has a current snapshot; derived (and written back) only when nobody has one."""
+        with self._lock_of(ref):
+            parts = list(self.storage.list(layout.parts_prefix("events", ref)))
+            wanted = parts_fingerprint(parts)
+            if not parts:  # nothing was ever archived: nothing to derive or to write back
+                return SNAPSHOT_TABLES[name].empty_table(), wanted
+            local = self._from_cache(ref, wanted, end)
+            if local is not None:
+                return pq.read_table(local.tables[name]), wanted
+            stored = self._archived_manifest(ref, wanted, end)
+            if stored is not None and name in stored[0].tables:
+                try:
+                    return pq.read_table(pa.BufferReader(self.storage.get(layout.snapshot_key(ref, name)))), wanted
+                except (StorageError, pa.ArrowInvalid) as exc:
+                    log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
+            return pq.read_table(self._derive(ref, parts, wanted, end).tables[name]), wanted
+
+    def _archived_manifest(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
+                           ) -> tuple[documents.SnapshotManifest, bytes] | None:  # fmt: skip
+        """The archive's snapshot manifest (and its bytes) if it is current."""
         try:
             data = self.storage.get(layout.snapshot_manifest_key(ref))
             manifest = documents.decode(data, documents.SnapshotManifest)
@@ -104,8 +126,13 @@ class SnapshotStore:
         except (StorageError, msgspec.DecodeError) as exc:
             log.warning("the archived snapshot of %s is unreadable (%s); deriving it again", ref.path, exc)
             return None
-        if not self._is_current(manifest, wanted, end):
+        return (manifest, data) if self._is_current(manifest, wanted, end) else None
+
+    def _from_archive(self, ref: layout.SessionRef, wanted: str, end: SessionEnd) -> Snapshot | None:
+        stored = self._archived_manifest(ref, wanted, end)
+        if stored is None:
             return None
+        manifest, data = stored
         directory = self._local_dir(ref)
         directory.mkdir(parents=True, exist_ok=True)
         tables = {}

@@ -320,10 +320,17 @@ def collect(
 )
 @setting("--sql-max-rows", "RAY_HISTORY_SQL_MAX_ROWS", "Rows one SQL query may return.", default=10_000,
          type=click.IntRange(min=1))  # fmt: skip
+@setting(
+    "--index-jobs/--no-index-jobs",
+    "RAY_HISTORY_INDEX_JOBS",
+    "Read the jobs of every ended session in the background (for /api/v1/jobs), deriving the snapshots no "
+    "replica has written yet.",
+    default=True,
+)
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, listen: tuple[str, int],
     cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
-    sql_timeout: float, sql_max_rows: int,
+    sql_timeout: float, sql_max_rows: int, index_jobs: bool,
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
@@ -335,6 +342,7 @@ def serve(
     settings = ServerSettings(
         cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
         max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
+        index_jobs=index_jobs,
     )  # fmt: skip
     host, port = listen
     click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +292,83 @@ def test_ray_history_sql_answers_on_the_terminal_and_refuses_with_a_message(arch
     assert wrong.exit_code != 0 and "namespace/cluster/session" in wrong.output
     refused = CliRunner().invoke(main, [*common, "SELECT * FROM read_csv('/etc/passwd')"])
     assert refused.exit_code != 0 and "not allowed" in refused.output
+
+
+@pytest.fixture(scope="module")
+def two_clusters(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
+    """The captured session, and the same run again in namespace team-b: two sessions nobody has opened."""
+    copy = tmp_path_factory.mktemp("two") / "archive"
+    shutil.copytree(archive, copy, ignore=shutil.ignore_patterns("snapshots"))
+    for kind in ("sessions", "events", "logs", "metrics"):
+        shutil.copytree(copy / kind / "default", copy / kind / "team-b")
+    settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("cache-two"), refresh_interval=0.2)
+    with TestClient(create_app(HistoryServer(open_storage(str(copy)), settings))) as test_client:
+        yield test_client, copy
+
+
+def indexed_jobs(client: TestClient, **params: object) -> dict:
+    answer = client.get("/api/v1/jobs", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait_for_the_index(client: TestClient, sessions: int) -> None:
+    deadline = time.monotonic() + 60
+    while indexed_jobs(client)["sessions_indexed"] < sessions:
+        assert time.monotonic() < deadline, "the job index did not read every ended session"
+        time.sleep(0.2)
+
+
+def test_jobs_of_every_ended_session_are_indexed_without_opening_them(two_clusters: tuple[TestClient, Path]) -> None:
+    client, archive_root = two_clusters
+    wait_for_the_index(client, 2)
+    answer = indexed_jobs(client)
+    assert answer["sessions_pending"] == 0
+    live = {job["submission_id"] or job["job_id"]: job["status"] for job in dashboard_answer("api_jobs_.json")}
+    for namespace in ("default", "team-b"):
+        mine = {job["submission_id"] or job["job_id"]: job["status"]
+                for job in answer["items"] if job["namespace"] == namespace}  # fmt: skip
+        assert mine == live
+    assert all(job["session"] == SESSION and job["cluster"] == "local" for job in answer["items"])
+    # Deriving them in the background wrote their snapshots back: nobody will replay them again.
+    for namespace in ("default", "team-b"):
+        assert (archive_root / "snapshots" / namespace / "local" / SESSION / "snapshot.json").exists()
+    metrics = client.get("/metrics").text
+    assert "ray_history_server_jobs_indexed_sessions 2.0" in metrics
+    assert "ray_history_server_snapshots_derived 2.0" in metrics
+
+
+def test_jobs_across_sessions_filter_by_status_time_submission_entrypoint_and_metadata(
+    two_clusters: tuple[TestClient, Path],
+) -> None:
+    client, _ = two_clusters
+    wait_for_the_index(client, 2)
+
+    def found(**params: object) -> list[tuple[str, str | None]]:
+        return sorted((job["namespace"], job["submission_id"]) for job in indexed_jobs(client, **params)["items"])
+
+    assert found(status="FAILED") == [("default", "probe-job-1"), ("team-b", "probe-job-1")]
+    assert found(status="failed", namespace="team-b") == [("team-b", "probe-job-1")]
+    assert found(submission_id="probe-job-2") == [("default", "probe-job-2"), ("team-b", "probe-job-2")]
+    assert found(entrypoint="DIRECT_DRIVER") == [("default", None), ("team-b", None)]
+    assert found(metadata=["owner=probe", "purpose=history-server-research"], namespace="default") == [
+        ("default", "probe-job-1"), ("default", "probe-job-2")]  # fmt: skip
+    assert found(metadata="owner=somebody-else") == []
+    job_two = indexed_jobs(client, submission_id="probe-job-2", namespace="default")["items"][0]
+    assert job_two["job_id"] == "02000000" and job_two["metadata"]["owner"] == "probe"
+    assert job_two["duration_ms"] == job_two["end_time_ms"] - job_two["start_time_ms"]
+    later = found(started_after_ms=job_two["start_time_ms"] + 1, namespace="default")
+    assert ("default", "probe-job-2") not in later
+    assert found(started_before_ms=job_two["start_time_ms"] + 1, started_after_ms=job_two["start_time_ms"],
+                 namespace="default") == [("default", "probe-job-2")]  # fmt: skip
+    newest_first = [job["start_time_ms"] for job in indexed_jobs(client, sort="-start_time_ms")["items"]]
+    assert newest_first == sorted(newest_first, reverse=True)
+    assert indexed_jobs(client, include_hidden=True)["total"] >= indexed_jobs(client)["total"] == 6
+
+
+@pytest.mark.parametrize("params", [{"status": "DONE"}, {"metadata": "owner"}, {"sort": "password"},
+                                    {"limit": 0}, {"offset": -1}, {"started_after_ms": "yesterday"}])  # fmt: skip
+def test_bad_job_queries_are_400_with_a_reason(two_clusters: tuple[TestClient, Path], params: dict) -> None:
+    client, _ = two_clusters
+    answer = client.get("/api/v1/jobs", params=params)
+    assert answer.status_code == 400 and answer.json()["error"]

@@ -71,6 +71,10 @@ def test_the_submission_and_its_driver_agree(ray_run, api) -> None:
     driver = next(entry for entry in ray_run.state["jobs"] if entry.get("submission_id") == SUBMISSION_ID)
     assert job["job_id"] == driver["job_id"]
     assert client.get(f"{base}/jobs/{driver['job_id']}").json()["submission_id"] == SUBMISSION_ID
+    # Across sessions too, where operators look for it.
+    [indexed] = client.get("/api/v1/jobs", params={"submission_id": SUBMISSION_ID}).json()["items"]
+    assert (indexed["session"], indexed["job_id"], indexed["status"]) == (
+        ray_run.session_name, driver["job_id"], "SUCCEEDED")  # fmt: skip
 
 
 def test_a_job_killed_with_its_cluster_shows_its_tasks_ended_with_the_reason(api) -> None:

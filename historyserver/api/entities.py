@@ -1,14 +1,13 @@
-"""Actors, jobs, nodes, workers and placement groups of a session."""
+"""Actors, nodes, workers and placement groups of a session."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
 from .. import queries
-from ..errors import NotFound
 from .common import SESSION_PATH, FastJSON, listing, open_session
 
-router = APIRouter(tags=["actors, jobs, nodes"])
+router = APIRouter(tags=["actors, nodes"])
 
 
 @router.get(SESSION_PATH + "/actors")
@@ -26,25 +25,6 @@ def get_actor(request: Request, namespace: str, cluster: str, session: str, acto
     actor = queries.one(cur, queries.ACTORS, actor_id=actor_id)
     _, calls = queries.page(cur, queries.TASKS, queries.ListQuery({"actor_id": actor_id}, None, queries.MAX_LIMIT))
     return FastJSON({**actor, "method_calls": calls})
-
-
-@router.get(SESSION_PATH + "/jobs")
-def list_jobs(request: Request, namespace: str, cluster: str, session: str, status: str | None = None,
-              submission_id: str | None = None, sort: str | None = None, limit: int = 100,
-              offset: int = 0) -> FastJSON:  # fmt: skip
-    cur = open_session(request, namespace, cluster, session).cursor()
-    filters = {"status": status, "submission_id": submission_id}
-    return listing(*queries.page(cur, queries.JOBS, queries.ListQuery(filters, sort, limit, offset)))
-
-
-@router.get(SESSION_PATH + "/jobs/{job_id}")
-def get_job(request: Request, namespace: str, cluster: str, session: str, job_id: str) -> FastJSON:
-    """A job by its job id, or a submission (which may never have had a driver) by its submission id."""
-    cur = open_session(request, namespace, cluster, session).cursor()
-    try:
-        return FastJSON(queries.one(cur, queries.JOBS, job_id=job_id))
-    except NotFound:
-        return FastJSON(queries.one(cur, queries.JOBS, submission_id=job_id))
 
 
 @router.get(SESSION_PATH + "/nodes")
