@@ -94,6 +94,9 @@ PARQUET_COMPRESSION_LEVEL = 1
 # a dictionary, and min/max statistics of free text help no query.
 PLAIN_COLUMNS: dict[str, dict[str, str]] = {
     "logs": {"offset": "DELTA_BINARY_PACKED", "line_number": "DELTA_BINARY_PACKED", "text": "PLAIN", "raw": "PLAIN"},
+    # Snapshot columns with a value per row: a dictionary is built, then dropped, for each row group.
+    "tasks": {"task_id": "PLAIN", "state_times": "PLAIN", "task_log_info": "PLAIN"},
+    "task_profile_events": {"start_time_ns": "PLAIN", "end_time_ns": "PLAIN"},
 }
 UNSTATISTICAL_COLUMNS: dict[str, tuple[str, ...]] = {"logs": ("text", "raw"), "events": ("payload",)}
 

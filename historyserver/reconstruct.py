@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,11 @@ import pyarrow as pa
 
 from archive.ids import BadId, b64_to_hex
 from archive.schema import SNAPSHOT_TABLES
+
+# Derived when first asked for, not when the session is opened: the timeline's spans are as many rows as
+# all the tasks' events together, and someone paging through tasks should not wait for them.
+ON_DEMAND_TABLES = frozenset({"task_profile_events"})
+OPENING_TABLES = tuple(name for name in SNAPSHOT_TABLES if name not in ON_DEMAND_TABLES)
 
 # What a task, job or worker that the end of the cluster cut short reports as its error type or exit type.
 # Not one of Ray's own values, on purpose: Ray never saw these end.
@@ -64,15 +69,20 @@ class SessionEnd:
     reason: str | None  # closed.json's reason
 
 
-def build_snapshots(con: duckdb.DuckDBPyConnection, end: SessionEnd) -> dict[str, pa.Table]:
-    """One Arrow table per snapshot, each matching its schema in archive.schema.SNAPSHOT_TABLES.
+def build_snapshots(con: duckdb.DuckDBPyConnection, end: SessionEnd,
+                    names: Iterable[str] = SNAPSHOT_TABLES) -> dict[str, pa.Table]:  # fmt: skip
+    """One Arrow table per named snapshot table (all by default), each matching its schema in
+    archive.schema.SNAPSHOT_TABLES.
 
     Leaves its helpers (temporary macros, a view and a one-row table, all named rh_*) on the connection.
     """
     _define_helpers(con, end)
-    queries = {**QUERIES, "task_profile_events": task_profile_events_query(con)}
-    tables = {name: _run(con, sql, name) for name, sql in queries.items()}
-    tables["actors"] = _with_api_death_causes(tables["actors"])
+    tables = {}
+    for name in names:
+        sql = task_profile_events_query(con) if name == "task_profile_events" else QUERIES[name]
+        tables[name] = _run(con, sql, name)
+    if "actors" in tables:
+        tables["actors"] = _with_api_death_causes(tables["actors"])
     return tables
 
 

@@ -21,7 +21,7 @@ from archive.storage import Storage
 
 from . import queries
 from .mirror import Mirror, empty_select_sql, read_parquet_sql
-from .reconstruct import SessionEnd
+from .reconstruct import ON_DEMAND_TABLES, OPENING_TABLES, SessionEnd
 from .snapshots import Snapshot, SnapshotStore, parts_fingerprint
 
 RAW_SCHEMAS = {"events": EVENTS, "logs": LOGS, "metrics": METRICS}
@@ -31,41 +31,46 @@ RUNNING_RECHECK_S = 10.0
 
 class OpenSession:
     def __init__(self, ref: layout.SessionRef, end: SessionEnd, snapshot: Snapshot, storage: Storage,
-                 mirror: Mirror) -> None:  # fmt: skip
+                 mirror: Mirror, snapshots: SnapshotStore) -> None:  # fmt: skip
         self.ref = ref
         self.end = end
         self.snapshot = snapshot
         self.storage = storage
         self.mirror = mirror
+        self.snapshots = snapshots
         self.checked_at = time.monotonic()
         self._db = duckdb.connect()
-        self._raw_loaded: set[str] = set()
+        self._loaded: set[str] = set()
         self._lock = threading.Lock()
-        for name, path in snapshot.tables.items():
-            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([path])}')
+        for name in OPENING_TABLES:
+            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([snapshot.tables[name]])}')
         self.task_order = queries.Ordering(self._db, queries.TASKS)
         # Summaries and totals of a session that no longer changes are computed once each (a running
         # session is opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
         self.counts: dict[tuple[Any, ...], int] = {}
 
-    def cursor(self, *raw: layout.PartKind) -> duckdb.DuckDBPyConnection:
-        """A cursor for one request (DuckDB cursors may run in parallel), with these raw tables ready."""
-        for kind in raw:
-            self._ensure_raw(kind)
+    def cursor(self, *tables: str) -> duckdb.DuckDBPyConnection:
+        """A cursor for one request (DuckDB cursors may run in parallel), with these raw or on-demand
+        tables ready: raw parts (events, logs, metrics) are read in place, an on-demand snapshot table is
+        derived on first use."""
+        for name in tables:
+            self._ensure(name)
         return self._db.cursor()
 
-    def _ensure_raw(self, kind: layout.PartKind) -> None:
+    def _ensure(self, name: str) -> None:
         with self._lock:
-            if kind in self._raw_loaded:
+            if name in self._loaded:
                 return
-            parts = list(self.storage.list(layout.parts_prefix(kind, self.ref)))
-            paths = self.mirror.paths(parts)
-            if paths:
-                self._db.execute(f"CREATE OR REPLACE VIEW {kind} AS SELECT * FROM {read_parquet_sql(paths)}")
+            if name in ON_DEMAND_TABLES:
+                self.snapshot = self.snapshots.with_table(self.ref, self.end, self.snapshot, name)
+                source = f"SELECT * FROM {read_parquet_sql([self.snapshot.tables[name]])}"
             else:
-                self._db.execute(f"CREATE OR REPLACE VIEW {kind} AS {empty_select_sql(RAW_SCHEMAS[kind])}")
-            self._raw_loaded.add(kind)
+                parts = list(self.storage.list(layout.parts_prefix(name, self.ref)))  # type: ignore[arg-type]
+                paths = self.mirror.paths(parts)
+                source = f"SELECT * FROM {read_parquet_sql(paths)}" if paths else empty_select_sql(RAW_SCHEMAS[name])
+            self._db.execute(f'CREATE OR REPLACE VIEW "{name}" AS {source}')
+            self._loaded.add(name)
 
 
 class SessionCache:
@@ -87,7 +92,7 @@ class SessionCache:
         if session is not None and not self._is_stale(session, end):
             return session
         snapshot = self.snapshots.load(ref, end)
-        fresh = OpenSession(ref, end, snapshot, self.storage, self.mirror)
+        fresh = OpenSession(ref, end, snapshot, self.storage, self.mirror, self.snapshots)
         with self._lock:
             self._open.pop(ref, None)
             self._open[ref] = fresh

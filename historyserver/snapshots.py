@@ -4,6 +4,9 @@ Deriving replays every raw event of the session (seconds for a million tasks); i
 set of raw parts. A closed session's tables are written back under `snapshots/`, so any replica
 opens it without replay; a running session's stay in the local cache and are derived again when
 new parts arrive. A server with a newer snapshot schema derives old snapshots again.
+
+Opening derives the tables pages are made of; an on-demand table (the timeline's spans) is derived
+when first asked for and then added to the snapshot, locally and in the archive.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 from .mirror import Mirror, read_parquet_sql
-from .reconstruct import SessionEnd, build_snapshots
+from .reconstruct import OPENING_TABLES, SessionEnd, build_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class SnapshotStore:
     def load(self, ref: layout.SessionRef, end: SessionEnd) -> Snapshot:
         """The session's snapshot, derived only if neither the cache nor the archive has a current one."""
         with self._lock_of(ref):
-            parts = list(self.storage.list(layout.parts_prefix("events", ref)))
+            parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
             local = self._from_cache(ref, wanted, end)
             if local is not None:
@@ -65,7 +69,48 @@ class SnapshotStore:
             stored = self._from_archive(ref, wanted, end)
             if stored is not None:
                 return stored
-            return self._derive(ref, parts, wanted, end)
+            return self._derive(ref, parts, end, OPENING_TABLES)
+
+    def with_table(self, ref: layout.SessionRef, end: SessionEnd, snapshot: Snapshot, name: str) -> Snapshot:
+        """`snapshot` with an on-demand table added: derived now unless a replica has written it."""
+        if name in snapshot.tables:
+            return snapshot
+        with self._lock_of(ref):
+            parts = self._parts(ref)
+            wanted = parts_fingerprint(parts)
+            local = self._from_cache(ref, wanted, end)
+            if local is not None and name in local.tables:
+                return local
+            stored = self._archived_manifest(ref, wanted, end)
+            if stored is not None and name in stored[0].tables:  # another replica derived it
+                fetched = self._from_archive(ref, wanted, end)
+                if fetched is not None:
+                    return fetched
+            if wanted != snapshot.manifest.parts:  # new parts since it was opened: all of it again
+                return self._derive(ref, parts, end, (*OPENING_TABLES, name))
+            return self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None)
+
+    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str) -> tuple[pa.Table, str]:
+        """One snapshot table and the parts' fingerprint, without fetching the other tables when the
+        archive has a current snapshot; derived (and written back) only when nobody has one."""
+        with self._lock_of(ref):
+            parts = self._parts(ref)
+            wanted = parts_fingerprint(parts)
+            if not parts:  # nothing was ever archived: nothing to derive or to write back
+                return SNAPSHOT_TABLES[name].empty_table(), wanted
+            local = self._from_cache(ref, wanted, end)
+            if local is not None and name in local.tables:
+                return pq.read_table(local.tables[name]), wanted
+            stored = self._archived_manifest(ref, wanted, end)
+            if stored is not None and name in stored[0].tables:
+                try:
+                    return pq.read_table(pa.BufferReader(self.storage.get(layout.snapshot_key(ref, name)))), wanted
+                except (StorageError, pa.ArrowInvalid) as exc:
+                    log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
+            return pq.read_table(self._derive(ref, parts, end, OPENING_TABLES).tables[name]), wanted
+
+    def _parts(self, ref: layout.SessionRef) -> list[ObjectInfo]:
+        return list(self.storage.list(layout.parts_prefix("events", ref)))
 
     def _lock_of(self, ref: layout.SessionRef) -> threading.Lock:
         # One derivation per session at a time: two requests for a cold session wait for one replay.
@@ -81,6 +126,7 @@ class SnapshotStore:
             and manifest.parts == wanted
             and manifest.closed == end.closed
             and manifest.end_ns == end.end_ns
+            and set(OPENING_TABLES) <= manifest.tables.keys()
         )
 
     def _from_cache(self, ref: layout.SessionRef, wanted: str, end: SessionEnd) -> Snapshot | None:
@@ -95,25 +141,6 @@ class SnapshotStore:
         if not all(path.exists() for path in tables.values()):
             return None
         return Snapshot(tables, manifest, "cache")
-
-    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str) -> tuple[pa.Table, str]:
-        """One snapshot table and the parts' fingerprint, without fetching the other tables when the
-        archive has a current snapshot; derived (and written back) only when nobody has one."""
-        with self._lock_of(ref):
-            parts = list(self.storage.list(layout.parts_prefix("events", ref)))
-            wanted = parts_fingerprint(parts)
-            if not parts:  # nothing was ever archived: nothing to derive or to write back
-                return SNAPSHOT_TABLES[name].empty_table(), wanted
-            local = self._from_cache(ref, wanted, end)
-            if local is not None:
-                return pq.read_table(local.tables[name]), wanted
-            stored = self._archived_manifest(ref, wanted, end)
-            if stored is not None and name in stored[0].tables:
-                try:
-                    return pq.read_table(pa.BufferReader(self.storage.get(layout.snapshot_key(ref, name)))), wanted
-                except (StorageError, pa.ArrowInvalid) as exc:
-                    log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
-            return pq.read_table(self._derive(ref, parts, wanted, end).tables[name]), wanted
 
     def _archived_manifest(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
                            ) -> tuple[documents.SnapshotManifest, bytes] | None:  # fmt: skip
@@ -147,7 +174,10 @@ class SnapshotStore:
         (directory / "snapshot.json").write_bytes(data)
         return Snapshot(tables, manifest, "archive")
 
-    def _derive(self, ref: layout.SessionRef, parts: list[ObjectInfo], wanted: str, end: SessionEnd) -> Snapshot:
+    def _derive(self, ref: layout.SessionRef, parts: list[ObjectInfo], end: SessionEnd, names: tuple[str, ...],
+                onto: Snapshot | None = None, onto_archived: bool = False) -> Snapshot:  # fmt: skip
+        """Replay the raw events into the named tables; `onto` a current snapshot they are added to
+        (`onto_archived`: whose tables the archive already holds)."""
         started = time.perf_counter()
         con = duckdb.connect()
         try:
@@ -156,25 +186,30 @@ class SnapshotStore:
                 con.execute(f"CREATE VIEW events AS SELECT * FROM {read_parquet_sql(paths)}")
             else:
                 con.register("events", pa.table({name: [] for name in EVENTS.names}, schema=EVENTS))
-            tables = build_snapshots(con, end)
+            tables = build_snapshots(con, end, names)
         finally:
             con.close()
         self.derived += 1
+        encoded = encode_tables(tables)
+        kept = onto.manifest.tables if onto is not None else {}
         manifest = documents.SnapshotManifest(
-            schema_version=SNAPSHOT_SCHEMA_VERSION, parts=wanted, closed=end.closed, end_ns=end.end_ns,
-            built_at_ms=time.time_ns() // 1_000_000, tables={name: table.num_rows for name, table in tables.items()},
+            schema_version=SNAPSHOT_SCHEMA_VERSION, parts=parts_fingerprint(parts), closed=end.closed,
+            end_ns=end.end_ns, built_at_ms=time.time_ns() // 1_000_000,
+            tables={**kept, **{name: table.num_rows for name, table in tables.items()}},
         )  # fmt: skip
-        encoded = {name: table_to_parquet(table) for name, table in tables.items()}
         directory = self._local_dir(ref)
         directory.mkdir(parents=True, exist_ok=True)
         for name, data in encoded.items():
             (directory / f"{name}.parquet").write_bytes(data)
         (directory / "snapshot.json").write_bytes(documents.encode(manifest))
-        log.info("derived the snapshot of %s from %d parts in %.1f s", ref.path, len(parts),
+        log.info("derived %s of %s from %d parts in %.1f s", ", ".join(names), ref.path, len(parts),
                  time.perf_counter() - started)  # fmt: skip
         if end.closed:
-            self._write_back(ref, encoded, manifest)
-        return Snapshot({name: directory / f"{name}.parquet" for name in encoded}, manifest, "derived")
+            upload = dict(encoded)
+            if onto is not None and not onto_archived:
+                upload |= {name: path.read_bytes() for name, path in onto.tables.items() if name not in upload}
+            self._write_back(ref, upload, manifest)
+        return Snapshot({name: directory / f"{name}.parquet" for name in manifest.tables}, manifest, "derived")
 
     def _write_back(
         self, ref: layout.SessionRef, encoded: dict[str, bytes], manifest: documents.SnapshotManifest
@@ -187,3 +222,9 @@ class SnapshotStore:
             self.storage.put(layout.snapshot_manifest_key(ref), documents.encode(manifest), tags=tags)
         except StorageError as exc:
             log.warning("could not write the snapshot of %s back to the archive: %s", ref.path, exc)
+
+
+def encode_tables(tables: dict[str, pa.Table]) -> dict[str, bytes]:
+    """Parquet of each table, encoded side by side (the encoder lets go of the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(tables, pool.map(table_to_parquet, tables.values()), strict=True))

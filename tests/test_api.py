@@ -372,3 +372,25 @@ def test_bad_job_queries_are_400_with_a_reason(two_clusters: tuple[TestClient, P
     client, _ = two_clusters
     answer = client.get("/api/v1/jobs", params=params)
     assert answer.status_code == 400 and answer.json()["error"]
+
+
+def test_the_timeline_is_derived_on_first_use_and_written_back_for_every_replica(
+    two_clusters: tuple[TestClient, Path],
+    tmp_path: Path,
+) -> None:
+    client, archive_root = two_clusters
+    wait_for_the_index(client, 2)
+    history = client.app.state.history  # type: ignore[attr-defined]
+    manifest = archive_root / "snapshots" / "team-b" / "local" / SESSION / "snapshot.json"
+    assert "task_profile_events" not in json.loads(manifest.read_bytes())["tables"]
+    base = f"/api/v1/sessions/team-b/local/{SESSION}"
+    assert client.get(f"{base}/tasks").json()["total"] > 0  # opening the session derives nothing more
+    derived = history.sessions.snapshots.derived
+    trace = client.get(f"{base}/timeline").json()
+    assert trace and history.sessions.snapshots.derived == derived + 1
+    assert "task_profile_events" in json.loads(manifest.read_bytes())["tables"]
+    assert client.get(f"{base}/timeline").json() == trace and history.sessions.snapshots.derived == derived + 1
+    replica = HistoryServer(open_storage(str(archive_root)), ServerSettings(cache_dir=tmp_path, index_jobs=False))
+    with TestClient(create_app(replica)) as other:
+        assert other.get(f"{base}/timeline").json() == trace
+    assert replica.sessions.snapshots.derived == 0

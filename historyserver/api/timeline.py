@@ -1,4 +1,7 @@
-"""The timeline of a session or one job, as Chrome trace JSON (Perfetto, chrome://tracing)."""
+"""The timeline of a session or one job, as Chrome trace JSON (Perfetto, chrome://tracing).
+
+Its spans are an on-demand snapshot table: the first timeline of a session derives them.
+"""
 
 from __future__ import annotations
 
@@ -13,5 +16,5 @@ router = APIRouter(tags=["timeline"])
 @router.get(SESSION_PATH + "/timeline")
 def get_timeline(request: Request, namespace: str, cluster: str, session: str,
                  job_id: str | None = None) -> FastJSON:  # fmt: skip
-    cur = open_session(request, namespace, cluster, session).cursor()
+    cur = open_session(request, namespace, cluster, session).cursor("task_profile_events")
     return FastJSON(queries.timeline(cur, job_id))
