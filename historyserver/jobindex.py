@@ -71,6 +71,26 @@ class Indexed:
     end_ns: int | None
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A session's jobs, as the index takes them: the snapshot's rows and the catalog's row of the session."""
+
+    ref: layout.SessionRef
+    session: dict[str, Any]
+    jobs: pa.Table
+    source: Indexed
+
+
+def _with_session(entry: Entry) -> pa.Table:
+    table = entry.jobs.select(JOB_COLUMNS)
+    values = {column: entry.session.get(column) for column in SESSION_COLUMNS}
+    values["session_status"] = entry.session.get("status")
+    values["path"] = entry.ref.path
+    for column, value in values.items():
+        table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
+    return table
+
+
 class JobIndex:
     def __init__(self) -> None:
         self._db = duckdb.connect()
@@ -84,27 +104,27 @@ class JobIndex:
     def sessions_indexed(self) -> int:
         return len(self._indexed)
 
-    def put(self, ref: layout.SessionRef, session: dict[str, Any], jobs: pa.Table, source: Indexed) -> None:
-        """Replace the session's jobs with `jobs` (rows of the snapshot table); `session` is its catalog row."""
-        extra = {column: session.get(column) for column in SESSION_COLUMNS}
-        extra["session_status"] = session.get("status")
-        incoming = jobs.select(JOB_COLUMNS)
-        for column in ("path", *SESSION_COLUMNS):
-            value = ref.path if column == "path" else extra[column]
-            incoming = incoming.append_column(column, pa.array([value] * incoming.num_rows, pa.string()))
+    def put(self, entries: Sequence[Entry]) -> None:
+        """Replace the jobs of each entry's session with the entry's, in one transaction."""
+        tables = [_with_session(entry) for entry in entries if entry.jobs.num_rows]
         with self._lock, closing(self._db.cursor()) as cur:
             cur.begin()
             try:
-                cur.execute("DELETE FROM jobs WHERE path = ?", [ref.path])
-                cur.register("_incoming", incoming)
-                cur.execute("""INSERT INTO jobs BY NAME
-                               SELECT *, end_time_ms - start_time_ms AS duration_ms FROM _incoming""")
-                cur.unregister("_incoming")
+                paths = pa.table({"path": [entry.ref.path for entry in entries]})
+                cur.register("_paths", paths)
+                cur.execute("DELETE FROM jobs WHERE path IN (SELECT path FROM _paths)")
+                cur.unregister("_paths")
+                if tables:
+                    cur.register("_incoming", pa.concat_tables(tables))
+                    cur.execute("""INSERT INTO jobs BY NAME
+                                   SELECT *, end_time_ms - start_time_ms AS duration_ms FROM _incoming""")
+                    cur.unregister("_incoming")
             except BaseException:
                 cur.rollback()
                 raise
             cur.commit()
-            self._indexed[ref.path] = source
+            for entry in entries:
+                self._indexed[entry.ref.path] = entry.source
 
     def forget(self, paths: set[str]) -> None:
         """Drop the sessions no longer in the archive (retention deleted them)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,15 @@ from archive.storage import Storage
 
 from .catalog import STATUSES, Catalog
 from .errors import BadRequest, NotFound
-from .jobindex import Indexed, JobIndex
+from .jobindex import Entry, Indexed, JobIndex
 from .reconstruct import SessionEnd
 from .sessions import OpenSession, SessionCache
 
 log = logging.getLogger(__name__)
+
+# The job index reads this many sessions' snapshots at once, and commits this many together.
+INDEX_READERS = 8
+INDEX_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -82,32 +87,51 @@ class HistoryServer:
     def index_ended_sessions(self) -> int:
         """Put the jobs of every ended session not yet indexed into the job index, newest first; how many.
 
-        A session with a written-back snapshot costs a listing and two small reads; one without is
-        derived here once (and written back), so the first person to open it does not wait.
+        Sessions with a written-back snapshot are read first, several at once (a listing and two small
+        reads each); then those without are derived, one at a time (and written back), so the first
+        person to open one does not wait.
         """
         ended = self.catalog.rows_by_status(("closed", "incomplete"))
         self.jobs.forget(self.jobs.paths() - {row_path(row) for row in self.catalog.rows_by_status(STATUSES)})
         todo = [row for row in ended if not self._is_indexed(row)]
         self.sessions_to_index = len(todo)
+        to_derive: list[dict[str, Any]] = []
         done = 0
-        for row in todo:
+        with ThreadPoolExecutor(max_workers=INDEX_READERS) as pool:
+            for start in range(0, len(todo), INDEX_BATCH):
+                if self._stop.is_set():
+                    return done
+                batch = todo[start : start + INDEX_BATCH]
+                found = list(pool.map(lambda row: self._jobs_entry(row, derive=False), batch))
+                to_derive += [row for row, entry in zip(batch, found, strict=True) if entry is None]
+                done += self._add_to_index([entry for entry in found if entry])
+        for row in to_derive:
             if self._stop.is_set():
                 break
-            ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
-            end = session_end(row)
-            try:
-                table, parts = self.sessions.snapshots.table(ref, end, "jobs")
-            except Exception:
-                log.exception("could not index the jobs of %s; trying again next pass", ref.path)
-                continue
-            self.jobs.put(ref, row, table, Indexed(parts, end.closed, end.end_ns))
-            done += 1
-            self.sessions_to_index -= 1
-            if done % 500 == 0:
-                log.info("job index: %d of %d ended sessions indexed", done, len(todo))
-        if done:
-            log.info("job index: %d ended sessions indexed, %d in all", done, self.jobs.sessions_indexed())
+            done += self._add_to_index([self._jobs_entry(row, derive=True)])
+        log.info("job index: %d ended sessions indexed (%d derived), %d in all", done, len(to_derive),
+                 self.jobs.sessions_indexed())  # fmt: skip
         return done
+
+    def _jobs_entry(self, row: dict[str, Any], derive: bool) -> Entry | None:
+        ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
+        end = session_end(row)
+        try:
+            found = self.sessions.snapshots.table(ref, end, "jobs", derive=derive)
+        except Exception:
+            log.exception("could not index the jobs of %s; trying again next pass", ref.path)
+            return None
+        if found is None:
+            return None
+        table, parts = found
+        return Entry(ref, row, table, Indexed(parts, end.closed, end.end_ns))
+
+    def _add_to_index(self, entries: list[Entry | None]) -> int:
+        ready = [entry for entry in entries if entry is not None]
+        if ready:
+            self.jobs.put(ready)
+            self.sessions_to_index -= len(ready)
+        return len(ready)
 
     def _is_indexed(self, row: dict[str, Any]) -> bool:
         known = self.jobs.indexed(layout.SessionRef(row["namespace"], row["cluster"], row["session"]))
@@ -132,7 +156,7 @@ class HistoryServer:
         manifest = opened.snapshot.manifest
         source = Indexed(manifest.parts, manifest.closed, manifest.end_ns)
         if self.jobs.indexed(ref) != source:
-            self.jobs.put(ref, row, pq.read_table(opened.snapshot.tables["jobs"]), source)
+            self.jobs.put([Entry(ref, row, pq.read_table(opened.snapshot.tables["jobs"]), source)])
         return opened
 
 

@@ -90,9 +90,11 @@ class SnapshotStore:
                 return self._derive(ref, parts, end, (*OPENING_TABLES, name))
             return self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None)
 
-    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str) -> tuple[pa.Table, str]:
+    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str,
+              derive: bool = True) -> tuple[pa.Table, str] | None:  # fmt: skip
         """One snapshot table and the parts' fingerprint, without fetching the other tables when the
-        archive has a current snapshot; derived (and written back) only when nobody has one."""
+        archive has a current snapshot; derived (and written back) when nobody has one, or None then
+        if not `derive`."""
         with self._lock_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
@@ -107,6 +109,8 @@ class SnapshotStore:
                     return pq.read_table(pa.BufferReader(self.storage.get(layout.snapshot_key(ref, name)))), wanted
                 except (StorageError, pa.ArrowInvalid) as exc:
                     log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
+            if not derive:
+                return None
             return pq.read_table(self._derive(ref, parts, end, OPENING_TABLES).tables[name]), wanted
 
     def _parts(self, ref: layout.SessionRef) -> list[ObjectInfo]:
