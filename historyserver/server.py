@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from archive import layout
 from archive.storage import Storage
 
@@ -156,7 +154,7 @@ class HistoryServer:
         manifest = opened.snapshot.manifest
         source = Indexed(manifest.parts, manifest.closed, manifest.end_ns)
         if self.jobs.indexed(ref) != source:
-            self.jobs.put([Entry(ref, row, pq.read_table(opened.snapshot.tables["jobs"]), source)])
+            self.jobs.put([Entry(ref, row, opened.cursor().sql("SELECT * FROM jobs").to_arrow_table(), source)])
         return opened
 
 

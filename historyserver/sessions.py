@@ -43,12 +43,25 @@ class OpenSession:
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
         for name in OPENING_TABLES:
-            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([snapshot.tables[name]])}')
+            self._create_table(name, snapshot)
+        self.snapshot = snapshot.without_derived_tables()
         self.task_order = queries.Ordering(self._db, queries.TASKS)
         # Summaries and totals of a session that no longer changes are computed once each (a running
         # session is opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
         self.counts: dict[tuple[Any, ...], int] = {}
+
+    def _create_table(self, name: str, snapshot: Snapshot) -> None:
+        """A native table of the snapshot's: from memory if just derived (its file may not be written yet)."""
+        derived = snapshot.derived_tables.get(name)
+        if derived is None:
+            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([snapshot.tables[name]])}')
+            return
+        self._db.register("_derived", derived)
+        try:
+            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _derived')
+        finally:
+            self._db.unregister("_derived")
 
     def cursor(self, *tables: str) -> duckdb.DuckDBPyConnection:
         """A cursor for one request (DuckDB cursors may run in parallel), with these raw or on-demand

@@ -7,6 +7,10 @@ new parts arrive. A server with a newer snapshot schema derives old snapshots ag
 
 Opening derives the tables pages are made of; an on-demand table (the timeline's spans) is derived
 when first asked for and then added to the snapshot, locally and in the archive.
+
+Whoever opens a session waits for the replay only: a just-derived snapshot hands over its tables in
+memory, and its Parquet files are written (locally, then to the archive) by a writer thread. Until
+they are, every other use of that session's snapshot waits for them (`wait_written`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -41,6 +45,12 @@ class Snapshot:
     tables: dict[str, Path]
     manifest: documents.SnapshotManifest
     source: str  # "cache", "archive" (read, no replay) or "derived" (replayed the raw events)
+    # Only when just derived: the tables themselves, whose files may still be being written.
+    derived_tables: dict[str, pa.Table] = field(default_factory=dict, compare=False, repr=False)
+
+    def without_derived_tables(self) -> Snapshot:
+        """This snapshot, no longer holding its tables in memory."""
+        return replace(self, derived_tables={})
 
 
 def parts_fingerprint(parts: list[ObjectInfo]) -> str:
@@ -57,6 +67,15 @@ class SnapshotStore:
         self.derived = 0  # sessions replayed by this server (tests and /metrics read it)
         self._locks: dict[layout.SessionRef, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
+        self._writing: dict[layout.SessionRef, Future[None]] = {}
+
+    def wait_written(self, ref: layout.SessionRef | None = None) -> None:
+        """Wait until the files of this session's (or every) derived snapshot are written."""
+        with self._guard:
+            pending = [future for key, future in self._writing.items() if ref is None or key == ref]
+        for future in pending:
+            future.result()
 
     def load(self, ref: layout.SessionRef, end: SessionEnd) -> Snapshot:
         """The session's snapshot, derived only if neither the cache nor the archive has a current one."""
@@ -87,8 +106,12 @@ class SnapshotStore:
                 if fetched is not None:
                     return fetched
             if wanted != snapshot.manifest.parts:  # new parts since it was opened: all of it again
-                return self._derive(ref, parts, end, (*OPENING_TABLES, name))
-            return self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None)
+                derived = self._derive(ref, parts, end, (*OPENING_TABLES, name))
+            else:
+                derived = self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None)
+        # An on-demand table is read from its file.
+        self.wait_written(ref)
+        return derived.without_derived_tables()
 
     def table(self, ref: layout.SessionRef, end: SessionEnd, name: str,
               derive: bool = True) -> tuple[pa.Table, str] | None:  # fmt: skip
@@ -111,9 +134,12 @@ class SnapshotStore:
                     log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
             if not derive:
                 return None
-            return pq.read_table(self._derive(ref, parts, end, OPENING_TABLES).tables[name]), wanted
+            return self._derive(ref, parts, end, OPENING_TABLES).derived_tables[name], wanted
 
     def _parts(self, ref: layout.SessionRef) -> list[ObjectInfo]:
+        # Called first under the session's lock: a snapshot of it still being written is finished first,
+        # so the cache is seen as it will be, and nothing is derived twice.
+        self.wait_written(ref)
         return list(self.storage.list(layout.parts_prefix("events", ref)))
 
     def _lock_of(self, ref: layout.SessionRef) -> threading.Lock:
@@ -194,26 +220,50 @@ class SnapshotStore:
         finally:
             con.close()
         self.derived += 1
-        encoded = encode_tables(tables)
         kept = onto.manifest.tables if onto is not None else {}
         manifest = documents.SnapshotManifest(
             schema_version=SNAPSHOT_SCHEMA_VERSION, parts=parts_fingerprint(parts), closed=end.closed,
             end_ns=end.end_ns, built_at_ms=time.time_ns() // 1_000_000,
             tables={**kept, **{name: table.num_rows for name, table in tables.items()}},
         )  # fmt: skip
-        directory = self._local_dir(ref)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in encoded.items():
-            (directory / f"{name}.parquet").write_bytes(data)
-        (directory / "snapshot.json").write_bytes(documents.encode(manifest))
         log.info("derived %s of %s from %d parts in %.1f s", ", ".join(names), ref.path, len(parts),
                  time.perf_counter() - started)  # fmt: skip
-        if end.closed:
-            upload = dict(encoded)
-            if onto is not None and not onto_archived:
-                upload |= {name: path.read_bytes() for name, path in onto.tables.items() if name not in upload}
-            self._write_back(ref, upload, manifest)
-        return Snapshot({name: directory / f"{name}.parquet" for name in manifest.tables}, manifest, "derived")
+        upload_too = onto.tables if onto is not None and not onto_archived else {}
+        writing = self._writer.submit(self._write, ref, tables, manifest, upload_too)
+        with self._guard:
+            self._writing[ref] = writing
+        writing.add_done_callback(lambda done: self._forget_write(ref, done))
+        directory = self._local_dir(ref)
+        return Snapshot({name: directory / f"{name}.parquet" for name in manifest.tables}, manifest, "derived",
+                        derived_tables=tables)  # fmt: skip
+
+    def _forget_write(self, ref: layout.SessionRef, done: Future[None]) -> None:
+        with self._guard:
+            if self._writing.get(ref) is done:
+                del self._writing[ref]
+
+    def _write(self, ref: layout.SessionRef, tables: dict[str, pa.Table], manifest: documents.SnapshotManifest,
+               upload_too: dict[str, Path]) -> None:  # fmt: skip
+        """The writer thread's work: a derived snapshot's files in the cache, then (closed) in the archive.
+
+        `upload_too`: tables of the snapshot this one adds to, which the archive does not hold yet.
+        """
+        try:
+            started = time.perf_counter()
+            encoded = encode_tables(tables)
+            directory = self._local_dir(ref)
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, data in encoded.items():
+                (directory / f"{name}.parquet").write_bytes(data)
+            # Last: the manifest is what makes the files count as the cached snapshot.
+            (directory / "snapshot.json").write_bytes(documents.encode(manifest))
+            if manifest.closed:
+                extra = {name: path.read_bytes() for name, path in upload_too.items() if name not in encoded}
+                self._write_back(ref, encoded | extra, manifest)
+            log.info("wrote the snapshot of %s in %.1f s", ref.path, time.perf_counter() - started)
+        except Exception:
+            # Nothing is lost: without its manifest the snapshot is derived again when next wanted.
+            log.exception("could not write the snapshot of %s", ref.path)
 
     def _write_back(
         self, ref: layout.SessionRef, encoded: dict[str, bytes], manifest: documents.SnapshotManifest

@@ -74,6 +74,7 @@ def sandbox_for(server: HistoryServer, session: str | None,
 def session_sandbox(server: HistoryServer, opened: OpenSession) -> Sandbox:
     """Views over one session: its snapshot tables and its raw parts."""
     views: dict[str, Any] = {"sessions": _sessions_table(server, opened.ref)}
+    server.sessions.snapshots.wait_written(opened.ref)
     for name in SNAPSHOT_VIEWS:
         path = opened.snapshot.tables.get(name)
         views[name] = _with_session(opened.ref, f"SELECT * FROM {read_parquet_sql([path])}") if path else None
@@ -92,6 +93,7 @@ def archive_sandbox(server: HistoryServer, derive_missing: Callable[[str], None]
     sessions = _sessions_table(server, None)
     if derive_missing is not None:
         _derive_missing(server, sessions, derive_missing)
+    server.sessions.snapshots.wait_written()
     views: dict[str, Any] = {"sessions": sessions}
     snapshot_files = [info for info in server.storage.list("snapshots/") if info.key.endswith(".parquet")]
     for name in SNAPSHOT_VIEWS:

@@ -331,6 +331,7 @@ def test_jobs_of_every_ended_session_are_indexed_without_opening_them(two_cluste
         assert mine == live
     assert all(job["session"] == SESSION and job["cluster"] == "local" for job in answer["items"])
     # Deriving them in the background wrote their snapshots back: nobody will replay them again.
+    client.app.state.history.sessions.snapshots.wait_written()  # type: ignore[attr-defined]
     for namespace in ("default", "team-b"):
         assert (archive_root / "snapshots" / namespace / "local" / SESSION / "snapshot.json").exists()
     metrics = client.get("/metrics").text

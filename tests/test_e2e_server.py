@@ -92,6 +92,7 @@ def test_a_second_server_reads_the_written_snapshot_and_replays_nothing(ray_run,
     first, client, base = api
     client.get(base)  # the first server derived the snapshot and wrote it back
     assert first.sessions.snapshots.derived == 1
+    first.sessions.snapshots.wait_written()
     second, other = serve(ray_run, tmp_path / "another-cache")
     with other:
         assert other.get(f"{base}/tasks").json()["total"] == client.get(f"{base}/tasks").json()["total"]
