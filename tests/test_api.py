@@ -113,6 +113,11 @@ def test_tasks_filter_sort_and_page(client: TestClient) -> None:
     page_two = client.get(f"{BASE}/tasks", params={"limit": 5, "offset": 5}).json()
     first_ten = client.get(f"{BASE}/tasks", params={"limit": 10}).json()["items"]
     assert page_two["items"] == first_ten[5:]
+    # As Ray's state API: the list's columns, or every column with detail.
+    assert "state_times" not in first_ten[0] and {"task_id", "error_message", "duration_ms"} <= first_ten[0].keys()
+    detailed = client.get(f"{BASE}/tasks", params={"limit": 10, "detail": "true"}).json()["items"]
+    assert [task["task_id"] for task in detailed] == [task["task_id"] for task in first_ten]
+    assert all(isinstance(task["state_times"], dict) and task["required_resources"] is not None for task in detailed)
 
 
 def test_one_task_has_every_attempt(client: TestClient) -> None:

@@ -17,11 +17,14 @@ def list_tasks(
     name: str | None = None, node_id: str | None = None, actor_id: str | None = None,
     sort: str | None = Query(None, description="a time or duration column, '-' first to reverse: -duration_ms"),
     limit: int = 100, offset: int = 0,
+    detail: bool = Query(False, description="every column (state times, log offsets, resources, runtime env...), "
+                         "as Ray's state API with detail; else the columns a list shows"),
 ) -> FastJSON:  # fmt: skip
+    """A page of task attempts, and how many match."""
     opened = open_session(request, namespace, cluster, session)
     filters = {"job_id": job_id, "state": state, "func_or_class_name": func_or_class_name, "name": name,
                "node_id": node_id, "actor_id": actor_id}  # fmt: skip
-    query = queries.ListQuery(filters, sort, limit, offset)
+    query = queries.ListQuery(filters, sort, limit, offset, detail)
     return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order, opened.counts))
 
 
