@@ -365,12 +365,16 @@ lifecycle AS (  -- a row per lifecycle event, its payload parsed once
     FROM events
     WHERE event_type = 'TASK_LIFECYCLE_EVENT' AND task_id IS NOT NULL AND task_attempt IS NOT NULL
 ),
-definitions AS MATERIALIZED (  -- a row per definition event, its text known by its 64-bit hash
-    SELECT task_id, task_attempt AS attempt_number, job_id, actor_id, timestamp AS defined_at, payload,
-           hash(payload) AS definition_id
-    FROM events
+definition_events AS (
+    SELECT * FROM events
     WHERE event_type IN ('TASK_DEFINITION_EVENT', 'ACTOR_TASK_DEFINITION_EVENT')
       AND task_id IS NOT NULL AND task_attempt IS NOT NULL
+),
+definitions AS MATERIALIZED (  -- a row per definition event, its text known by its 64-bit hash
+    -- The texts themselves are not kept here: reading them again is cheaper than holding a million.
+    SELECT task_id, task_attempt AS attempt_number, job_id, actor_id, timestamp AS defined_at,
+           hash(payload) AS definition_id
+    FROM definition_events
 ),
 definition_texts AS (
     -- The ids that tell a function's tasks apart are in typed columns: the rest of their definitions is
@@ -396,9 +400,10 @@ definition_texts AS (
                           d.actorTaskDefinitionEvent.actorFunc.javaFunctionDescriptor,
                           d.taskDefinitionEvent.taskFunc.cppFunctionDescriptor,
                           d.actorTaskDefinitionEvent.actorFunc.cppFunctionDescriptor) AS function
-          FROM (SELECT definition_id, json_transform(any_value(payload), {TASK_DEFINITION}) AS d
-                FROM definitions
-                GROUP BY definition_id))
+          FROM (SELECT definition_id, json_transform(payload, {TASK_DEFINITION}) AS d
+                FROM (SELECT hash(payload) AS definition_id, any_value(payload) AS payload
+                      FROM definition_events
+                      GROUP BY definition_id)))
 ),
 reports AS (  -- a row per transition (an event without any, which carries log offsets, keeps one row)
     SELECT task_id, attempt_number, node_id, worker_id,
