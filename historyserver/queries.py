@@ -216,6 +216,17 @@ def task_attempts(cur: duckdb.DuckDBPyConnection, task_id: str) -> list[dict[str
     return found
 
 
+def cluster_resources(nodes: list[dict[str, Any]]) -> dict[str, float]:
+    """What the cluster's nodes offered together (CPU, GPU, memory...), each node counted once."""
+    total: dict[str, float] = {}
+    for node in nodes:
+        for name, amount in (node.get("resources_total") or {}).items():
+            # "node:<ip>" and "node:__internal_head__" only mark a node: a sum of them means nothing.
+            if isinstance(amount, int | float) and not name.startswith("node:"):
+                total[name] = total.get(name, 0) + amount
+    return dict(sorted(total.items()))
+
+
 def state_counts(cur: duckdb.DuckDBPyConnection, table: Table) -> dict[str, int]:
     return {state: count for state, count in cur.execute(STATE_COUNTS.format(table=table.name)).fetchall()}
 

@@ -94,6 +94,7 @@ def serve_history(storage: Storage, cache_dir: Path, port: int) -> None:
     _step(f"history server on {base} (Ctrl-C to stop). Open:")
     for url, what in (
         (f"{base}/api/v1/sessions", "every session in the archive"),
+        (f"{base}/api/v1/jobs", "every job of every session, newest first (?status=FAILED)"),
         (newest, "this run: nodes, counts by state"),
         (f"{newest}/tasks?state=FAILED", "its failed tasks, with errors"),
         (f"{newest}/tasks/summary", "per function: counts, p50/p95/max duration"),

@@ -87,6 +87,9 @@ def test_one_session_has_a_summary(client: TestClient) -> None:
     assert answer["session"] == SESSION
     summary = answer["summary"]
     assert [node["node_id"] for node in summary["nodes"]] == [NODE]
+    live_node = dashboard_answer("api_v0_nodes_detail_1.json")["data"]["result"]["result"][0]
+    assert summary["resources_total"] == {name: amount for name, amount in live_node["resources_total"].items()
+                                          if not name.startswith("node:")}  # fmt: skip
     assert summary["tasks_by_state"]["FINISHED"] > 0 and summary["tasks_by_state"]["FAILED"] > 0
     assert summary["jobs_by_status"]["SUCCEEDED"] >= 1
 

@@ -36,13 +36,14 @@ def list_sessions(
 
 @router.get(SESSION_PATH)
 def get_session(request: Request, namespace: str, cluster: str, session: str) -> FastJSON:
-    """The catalog's row and a summary: nodes and their resources, counts by state."""
+    """The catalog's row and a summary: nodes, the cluster's resources (its nodes' sum), counts by state."""
     server = server_of(request)
     row = server.session_row(namespace, cluster, session)
     cur = server.open(namespace, cluster, session).cursor()
     _, nodes = queries.page(cur, queries.NODES, queries.ListQuery(limit=queries.MAX_LIMIT))
     summary = {
         "nodes": nodes,
+        "resources_total": queries.cluster_resources(nodes),
         "tasks_by_state": queries.state_counts(cur, queries.TASKS),
         "actors_by_state": queries.state_counts(cur, queries.ACTORS),
         "jobs_by_status": {status: count for status, count in cur.execute(
