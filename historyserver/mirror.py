@@ -45,7 +45,7 @@ class Mirror:
             return Path(in_place(key))
         path = self._local(key)
         data = self.storage.get(key)
-        _write(path, data)
+        write_atomically(path, data)
         return path
 
     def _fetched(self, info: ObjectInfo) -> Path:
@@ -53,7 +53,7 @@ class Mirror:
         with self._lock:
             current = self._seen.get(info.key) == (info.size, info.mtime_ns) and path.exists()
         if not current:
-            _write(path, self.storage.get(info.key))
+            write_atomically(path, self.storage.get(info.key))
             with self._lock:
                 self._seen[info.key] = (info.size, info.mtime_ns)
         return path
@@ -65,8 +65,9 @@ class Mirror:
         return path
 
 
-def _write(path: Path, data: bytes) -> None:
-    # Written aside then renamed: a reader (DuckDB in another request) never sees half a file.
+def write_atomically(path: Path, data: bytes) -> None:
+    """Written aside then renamed: a reader (DuckDB in another request) never sees half a file, and one
+    that has the old file open keeps reading the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     partial.write_bytes(data)

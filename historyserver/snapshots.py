@@ -32,7 +32,7 @@ from archive.parquet import table_to_parquet
 from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
-from .mirror import Mirror, read_parquet_sql
+from .mirror import Mirror, read_parquet_sql, write_atomically
 from .reconstruct import OPENING_TABLES, SessionEnd, build_snapshots
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,9 @@ class SnapshotStore:
               derive: bool = True) -> tuple[pa.Table, str] | None:  # fmt: skip
         """One snapshot table and the parts' fingerprint, without fetching the other tables when the
         archive has a current snapshot; derived (and written back) when nobody has one, or None then
-        if not `derive`."""
+        if not `derive`. `name` is one of the tables opening derives."""
+        if name not in OPENING_TABLES:
+            raise ValueError(f"{name} is derived on demand, not read alone")
         with self._lock_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
@@ -191,17 +193,16 @@ class SnapshotStore:
             return None
         manifest, data = stored
         directory = self._local_dir(ref)
-        directory.mkdir(parents=True, exist_ok=True)
         tables = {}
         try:
             for name in manifest.tables:
                 path = directory / f"{name}.parquet"
-                path.write_bytes(self.storage.get(layout.snapshot_key(ref, name)))
+                write_atomically(path, self.storage.get(layout.snapshot_key(ref, name)))
                 tables[name] = path
         except StorageError as exc:
             log.warning("the archived snapshot of %s is incomplete (%s); deriving it again", ref.path, exc)
             return None
-        (directory / "snapshot.json").write_bytes(data)
+        write_atomically(directory / "snapshot.json", data)
         return Snapshot(tables, manifest, "archive")
 
     def _derive(self, ref: layout.SessionRef, parts: list[ObjectInfo], end: SessionEnd, names: tuple[str, ...],
@@ -252,11 +253,10 @@ class SnapshotStore:
             started = time.perf_counter()
             encoded = encode_tables(tables)
             directory = self._local_dir(ref)
-            directory.mkdir(parents=True, exist_ok=True)
             for name, data in encoded.items():
-                (directory / f"{name}.parquet").write_bytes(data)
+                write_atomically(directory / f"{name}.parquet", data)
             # Last: the manifest is what makes the files count as the cached snapshot.
-            (directory / "snapshot.json").write_bytes(documents.encode(manifest))
+            write_atomically(directory / "snapshot.json", documents.encode(manifest))
             if manifest.closed:
                 extra = {name: path.read_bytes() for name, path in upload_too.items() if name not in encoded}
                 self._write_back(ref, encoded | extra, manifest)
