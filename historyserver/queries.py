@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,14 +84,13 @@ def order_by(table: Table, sort: str | None) -> str:
     return f'"{column}" {direction} NULLS LAST, rowid'
 
 
-def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery, ordering: Ordering | None = None,
-         counts: dict[tuple[Any, ...], int] | None = None) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery,
+         ordering: Ordering | None = None) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
     """The total of matching rows and one page of them.
 
-    Only row ids and sort keys are sorted; the page's whole rows are fetched after, so wide rows
-    (JSON columns) stay out of the sort. An unfiltered page may use `ordering`, a precomputed
-    position of every row in one sort order: a deep offset is then a range, not a sort. `counts`
-    keeps totals by filter, for tables that no longer change (a closed session's).
+    Only row ids and sort keys are sorted; the page's rows are fetched after, so wide rows stay out of
+    the sort. With `ordering` (a table with many rows), the matching rows' positions in the sort order
+    are computed once per filter and sort, and a page is a range of them, however deep.
     """
     if not 0 < query.limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
@@ -98,15 +98,10 @@ def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery, orderin
         raise BadRequest("offset must not be negative")
     where, params = _where(query.filters)
     order = order_by(table, query.sort)
-    count_key = (table.name, where, *params)
-    total = counts.get(count_key) if counts is not None else None
-    if total is None:
-        total = cur.execute(f'SELECT count(*) FROM "{table.name}" {where}', params).fetchone()[0]  # type: ignore[index]
-        if counts is not None:
-            counts[count_key] = total
-    if ordering is not None and not where:
-        ids = ordering.ids(cur, query.sort or table.default_sort, order, query.limit, query.offset)
+    if ordering is not None:
+        total, ids = ordering.page(cur, where, params, order, query.limit, query.offset)
     else:
+        total = cur.execute(f'SELECT count(*) FROM "{table.name}" {where}', params).fetchone()[0]  # type: ignore[index]
         sql = f'SELECT rowid FROM "{table.name}" {where} ORDER BY {order} LIMIT ? OFFSET ?'
         ids = [row[0] for row in cur.execute(sql, [*params, query.limit, query.offset]).fetchall()]
     columns = table.summary_columns if table.summary_columns and not query.detail else None
@@ -129,29 +124,46 @@ def rows_by_id(cur: duckdb.DuckDBPyConnection, table: Table, ids: list[int],
 
 
 class Ordering:
-    """Every row's position in a sort order, computed on first use and kept (a closed session's
-    rows never change): deep pages of a million rows become a range lookup."""
+    """The rows of a table that match a filter, numbered in one sort order: computed on first use (a
+    quarter of a second for a million rows, milliseconds for a filter's thousands) and kept, since an
+    opened session's tables never change (a running session is opened anew when its events do). A page,
+    and people page through a filter, is then a range of positions and its total the count of them.
+    The `keep` most recently used are kept.
+    """
 
-    def __init__(self, db: duckdb.DuckDBPyConnection, table: Table) -> None:
+    def __init__(self, db: duckdb.DuckDBPyConnection, table: Table, keep: int = 16) -> None:
         self.db = db
         self.table = table
-        self._built: dict[str, str] = {}
+        self.keep = keep
+        self._built: OrderedDict[tuple[Any, ...], tuple[str, int]] = OrderedDict()  # key -> (table, rows)
+        self._made = 0
         self._lock = threading.Lock()
 
-    def ids(self, cur: duckdb.DuckDBPyConnection, sort: str, order: str, limit: int, offset: int) -> list[int]:
-        name = self._positions(sort, order)
-        sql = f'SELECT id FROM "{name}" WHERE position > ? AND position <= ? ORDER BY position'
-        return [row[0] for row in cur.execute(sql, [offset, offset + limit]).fetchall()]
-
-    def _positions(self, sort: str, order: str) -> str:
+    def page(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], order: str, limit: int,
+             offset: int) -> tuple[int, list[int]]:  # fmt: skip
+        """(how many rows match, the row ids of the page)."""
+        # One lock for building, reading and dropping: a page never reads a table being dropped.
         with self._lock:
-            if sort not in self._built:
-                name = f"_order_{self.table.name}_{len(self._built)}"
-                self.db.execute(f"""CREATE TABLE "{name}" AS SELECT * FROM (
-                    SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}"
-                ) ORDER BY position""")
-                self._built[sort] = name
-            return self._built[sort]
+            name, total = self._positions(where, params, order)
+            sql = f'SELECT id FROM "{name}" WHERE position > ? AND position <= ? ORDER BY position'
+            return total, [row[0] for row in cur.execute(sql, [offset, offset + limit]).fetchall()]
+
+    def _positions(self, where: str, params: list[Any], order: str) -> tuple[str, int]:
+        key = (where, *params, order)
+        if key in self._built:
+            self._built.move_to_end(key)
+            return self._built[key]
+        name = f"_order_{self.table.name}_{self._made}"
+        self._made += 1
+        self.db.execute(f"""CREATE TABLE "{name}" AS SELECT * FROM (
+            SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}" {where}
+        ) ORDER BY position""", params)  # fmt: skip
+        [(total,)] = self.db.execute(f'SELECT count(*) FROM "{name}"').fetchall()
+        self._built[key] = (name, total)
+        while len(self._built) > self.keep:
+            dropped, _ = self._built.popitem(last=False)[1]
+            self.db.execute(f'DROP TABLE "{dropped}"')
+        return name, total
 
 
 def one(cur: duckdb.DuckDBPyConnection, table: Table, **key: Any) -> dict[str, Any]:

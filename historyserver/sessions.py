@@ -46,10 +46,9 @@ class OpenSession:
             self._create_table(name, snapshot)
         self.snapshot = snapshot.without_derived_tables()
         self.task_order = queries.Ordering(self._db, queries.TASKS)
-        # Summaries and totals of a session that no longer changes are computed once each (a running
-        # session is opened again when new parts arrive, with fresh ones).
+        # Summaries of a session that no longer changes are computed once each (a running session is
+        # opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
-        self.counts: dict[tuple[Any, ...], int] = {}
 
     def _create_table(self, name: str, snapshot: Snapshot) -> None:
         """A native table of the snapshot's: from memory if just derived (its file may not be written yet)."""

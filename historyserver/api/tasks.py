@@ -25,7 +25,7 @@ def list_tasks(
     filters = {"job_id": job_id, "state": state, "func_or_class_name": func_or_class_name, "name": name,
                "node_id": node_id, "actor_id": actor_id}  # fmt: skip
     query = queries.ListQuery(filters, sort, limit, offset, detail)
-    return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order, opened.counts))
+    return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order))
 
 
 @router.get(SESSION_PATH + "/tasks/summary")
