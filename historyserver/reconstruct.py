@@ -74,7 +74,7 @@ def build_snapshots(con: duckdb.DuckDBPyConnection, end: SessionEnd,
     """One Arrow table per named snapshot table (all by default), each matching its schema in
     archive.schema.SNAPSHOT_TABLES.
 
-    Leaves its helpers (temporary macros, a view and a one-row table, all named rh_*) on the connection.
+    Leaves its helpers (temporary macros and tables, all named rh_*) on the connection.
     """
     _define_helpers(con, end)
     tables = {}
@@ -124,6 +124,7 @@ CREATE OR REPLACE TEMP MACRO rh_state_times(state, ns) AS
 
 def _define_helpers(con: duckdb.DuckDBPyConnection, end: SessionEnd) -> None:
     con.execute(_MACROS)
+    # A table, not a view: jobs and workers read it five times between them.
     con.execute(DRIVER_JOBS)
     # One row the queries join to decide what a closed session's still-live entities become.
     con.execute(
@@ -596,7 +597,7 @@ ORDER BY actor_id
 # Each driver as its own events tell it (jobs and workers both list drivers). The GCS reports every driver
 # except those in Ray's internal namespaces.
 DRIVER_JOBS = f"""
-CREATE OR REPLACE TEMP VIEW rh_driver_jobs AS
+CREATE OR REPLACE TEMP TABLE rh_driver_jobs AS
 WITH
 definition AS (
     SELECT job_id, arg_min(submission_id, timestamp) AS submission_id, arg_min(rh_id(node_id), timestamp) AS node_id,
