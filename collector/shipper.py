@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
@@ -25,6 +26,18 @@ from .spool import Segment, Spool
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+
+
+def exit_with_parent(parent: int) -> None:
+    """In the converter process: leave when the collector is gone. A collector killed with -9 cannot
+    stop its converter, which would otherwise wait for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Shipper:
@@ -54,7 +67,8 @@ class Shipper:
             return convert_segment(segment.path)
         if self._executor is None:
             # spawn, not fork: the parent has threads (the HTTP server) and fork would copy their locks.
-            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=exit_with_parent, initargs=(os.getpid(),))  # fmt: skip
         return self._executor.submit(convert_segment, segment.path).result()
 
     def ship_sealed(self, deadline: float | None = None) -> bool:

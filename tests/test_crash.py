@@ -36,6 +36,28 @@ def _post_until_refused(url: str, bodies, acked: list[str], stop: threading.Even
                 acked.extend(ids)
 
 
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent to collect it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_kill_9_mid_stream_loses_and_repeats_nothing_acknowledged(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -54,11 +76,18 @@ def test_kill_9_mid_stream_loses_and_repeats_nothing_acknowledged(tmp_path: Path
     deadline = time.monotonic() + 60
     while len(acked) < 15_000 and time.monotonic() < deadline:
         time.sleep(0.05)
+    converters = children_of(first.pid)
+    assert converters, "the collector converts in a process of its own"
     os.kill(first.pid, signal.SIGKILL)  # no flush, no goodbye: segments and uploads cut mid-way
     first.wait()
     sender.join(timeout=30)
     acked_before_crash = len(acked)
     assert acked_before_crash >= 15_000
+    # Its converter cannot be told to stop: it must notice and leave on its own.
+    deadline = time.monotonic() + 10
+    while any(is_running(pid) for pid in converters) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(is_running(pid) for pid in converters), "the killed collector's converter is still running"
 
     second = start_collector_process(command, tmp_path / "collector-2.log")
     wait_healthy(url, process=second)
