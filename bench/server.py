@@ -22,7 +22,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from archive.layout import SessionRef
-from archive.storage import open_storage
+from archive.storage import Storage, open_storage
 from historyserver.app import create_app
 from historyserver.server import HistoryServer, ServerSettings
 
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=30, help="requests per measure")
+    parser.add_argument("--builds", type=int, default=3, help="snapshot builds (the median is the figure)")
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -86,35 +87,50 @@ def main() -> None:
             write_catalog(storage, args.sessions, seed=2)
             summary = f"{stats.attempts:,} attempts, {stats.events.rows:,} event rows"
             written.append(("archive written", f"{time.perf_counter() - started:.0f} s: {summary}"))
-        # The first open must derive the snapshot: no cache, and none written back by an earlier run.
-        shutil.rmtree(workdir / "cache", ignore_errors=True)
-        for info in list(storage.list(f"snapshots/{REF.path}/")):
-            storage.delete(info.key)
-        rows = written + run(storage, workdir / "cache", args.repeat)
+        rows = written + measure_builds(storage, workdir / "cache", args.builds)
+        rows += run(storage, workdir / "cache", args.repeat)
         print_table(f"history server: {args.tasks:,} tasks, {args.sessions:,} sessions", rows)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(storage: object, cache_dir: Path, repeat: int) -> list[tuple[str, str]]:
+def measure_builds(storage: Storage, cache_dir: Path, builds: int) -> list[tuple[str, str]]:
+    """Open the session on `builds` fresh servers with nothing derived (no cache, nothing written back):
+    how long the opener waits, and when the snapshot's files are written. Runs here vary by a quarter."""
+    opened, written = [], []
+    for _ in range(builds):
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        for info in list(storage.list(f"snapshots/{REF.path}/")):
+            storage.delete(info.key)
+        history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir, index_jobs=False))
+        history.catalog.refresh()
+        started = time.perf_counter()
+        attempts = history.open(REF.namespace, REF.cluster, REF.session).snapshot.manifest.tables["tasks"]
+        opened.append(time.perf_counter() - started)
+        history.sessions.snapshots.wait_written()
+        written.append(time.perf_counter() - started)
+    build = statistics.median(opened)
+    verdict = "met" if build * 1000 < AIMS_MS["build"] else "MISSED"
+    runs = ", ".join(f"{seconds:.1f}" for seconds in opened)
+    return [
+        (f"snapshot build (median of {builds})", f"{build:.1f} s for {attempts:,} task attempts "
+         f"(aim < {AIMS_MS['build'] / 1000:.0f} s: {verdict}); runs {runs} s"),
+        ("  its files written (cache and archive)", f"{statistics.median(written):.1f} s after the open began"),
+    ]  # fmt: skip
+
+
+def run(storage: Storage, cache_dir: Path, repeat: int) -> list[tuple[str, str]]:
+    """The pages, on a server whose cache holds the snapshot the last build wrote."""
     # The job index's background pass is measured on its own below, not beside the pages.
-    history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir, refresh_interval=3600,  # type: ignore[arg-type]
-                                                    index_jobs=False))  # fmt: skip
+    history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir, refresh_interval=3600, index_jobs=False))
     rows: list[tuple[str, str]] = []
     with TestClient(create_app(history)) as client:
         base = f"/api/v1/sessions/{REF.path}"
-        started = time.perf_counter()
         client.get(base).raise_for_status()
-        build_ms = (time.perf_counter() - started) * 1000
         tasks_total = client.get(f"{base}/tasks", params={"limit": 1}).json()["total"]
-        verdict = "met" if build_ms < AIMS_MS["build"] else "MISSED"
-        rows.append(("snapshot build, once", f"{build_ms / 1000:.1f} s for {tasks_total:,} task attempts "
-                     f"(aim < {AIMS_MS['build'] / 1000:.0f} s: {verdict})"))  # fmt: skip
-        history.sessions.snapshots.wait_written()
-        rows.append(("  its files written (cache and archive)",
-                     f"{time.perf_counter() - started:.1f} s after the open began"))  # fmt: skip
-        second = HistoryServer(storage, ServerSettings(cache_dir=cache_dir.with_name("cache-2"),  # type: ignore[arg-type]
+        shutil.rmtree(cache_dir.with_name("cache-2"), ignore_errors=True)
+        second = HistoryServer(storage, ServerSettings(cache_dir=cache_dir.with_name("cache-2"),
                                                        refresh_interval=3600, index_jobs=False))  # fmt: skip
         second.catalog.refresh()
         started = time.perf_counter()
