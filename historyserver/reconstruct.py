@@ -69,29 +69,51 @@ class SessionEnd:
     reason: str | None  # closed.json's reason
 
 
-def build_snapshots(con: duckdb.DuckDBPyConnection, end: SessionEnd,
-                    names: Iterable[str] = SNAPSHOT_TABLES) -> dict[str, pa.Table]:  # fmt: skip
-    """One Arrow table per named snapshot table (all by default), each matching its schema in
-    archive.schema.SNAPSHOT_TABLES.
+def create_snapshot_tables(con: duckdb.DuckDBPyConnection, end: SessionEnd,
+                           names: Iterable[str] = SNAPSHOT_TABLES) -> dict[str, int]:  # fmt: skip
+    """Each named snapshot table (all by default) as a DuckDB table of `con`, with the columns and
+    types of its schema in archive.schema.SNAPSHOT_TABLES, derived from the `events` table; their rows.
 
     Leaves its helpers (temporary macros and tables, all named rh_*) on the connection.
     """
     _define_helpers(con, end)
-    tables = {}
+    rows = {}
     for name in names:
-        sql = task_profile_events_query(con) if name == "task_profile_events" else QUERIES[name]
-        tables[name] = _run(con, sql, name)
-    if "actors" in tables:
-        tables["actors"] = _with_api_death_causes(tables["actors"])
-    return tables
+        if name == "actors":
+            # Actors are few (thousands at most), and their death causes are rewritten in Python.
+            actors = _with_api_death_causes(con.sql(_conformed(con, name, QUERIES[name])).to_arrow_table())
+            con.register("rh_actors", actors)
+            con.execute('CREATE OR REPLACE TABLE "actors" AS SELECT * FROM rh_actors')
+            con.unregister("rh_actors")
+        else:
+            sql = task_profile_events_query(con) if name == "task_profile_events" else QUERIES[name]
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS {_conformed(con, name, sql)}')
+        [(rows[name],)] = con.execute(f'SELECT count(*) FROM "{name}"').fetchall()
+    return rows
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, name: str) -> pa.Table:
+def snapshot_table(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
+    """A snapshot table of `con` as Arrow, with its schema (and the schema's metadata)."""
+    return con.sql(f'SELECT * FROM "{name}"').to_arrow_table().cast(SNAPSHOT_TABLES[name])
+
+
+def build_snapshots(con: duckdb.DuckDBPyConnection, end: SessionEnd,
+                    names: Iterable[str] = SNAPSHOT_TABLES) -> dict[str, pa.Table]:  # fmt: skip
+    """create_snapshot_tables, as Arrow tables."""
+    return {name: snapshot_table(con, name) for name in create_snapshot_tables(con, end, names)}
+
+
+def _conformed(con: duckdb.DuckDBPyConnection, name: str, sql: str) -> str:
+    """The query with its schema's column types; AssertionError if its columns are not the schema's."""
     schema = SNAPSHOT_TABLES[name]
-    table = con.sql(sql).to_arrow_table()
-    if table.column_names != schema.names:
-        raise AssertionError(f"the {name} query gives {table.column_names}, the schema wants {schema.names}")
-    return table.cast(schema)
+    columns = con.sql(sql).columns  # bound, not run
+    if columns != schema.names:
+        raise AssertionError(f"the {name} query gives {columns}, the schema wants {schema.names}")
+    casts = ", ".join(f'"{field.name}"::{_SQL_TYPES[field.type]} AS "{field.name}"' for field in schema)
+    return f"SELECT {casts} FROM ({sql})"
+
+
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN"}
 
 
 # --- SQL helpers ---------------------------------------------------------------------------------------

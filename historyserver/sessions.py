@@ -39,28 +39,19 @@ class OpenSession:
         self.mirror = mirror
         self.snapshots = snapshots
         self.checked_at = time.monotonic()
-        self._db = duckdb.connect()
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
-        for name in OPENING_TABLES:
-            self._create_table(name, snapshot)
-        self.snapshot = snapshot.without_derived_tables()
+        if snapshot.database is not None:  # just derived: its tables are there already
+            self._db = snapshot.database
+        else:
+            self._db = duckdb.connect()
+            for name in OPENING_TABLES:
+                self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([snapshot.tables[name]])}')
+        self.snapshot = snapshot.detached()
         self.task_order = queries.Ordering(self._db, queries.TASKS)
         # Summaries of a session that no longer changes are computed once each (a running session is
         # opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
-
-    def _create_table(self, name: str, snapshot: Snapshot) -> None:
-        """A native table of the snapshot's: from memory if just derived (its file may not be written yet)."""
-        derived = snapshot.derived_tables.get(name)
-        if derived is None:
-            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([snapshot.tables[name]])}')
-            return
-        self._db.register("_derived", derived)
-        try:
-            self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM _derived')
-        finally:
-            self._db.unregister("_derived")
 
     def cursor(self, *tables: str) -> duckdb.DuckDBPyConnection:
         """A cursor for one request (DuckDB cursors may run in parallel), with these raw or on-demand

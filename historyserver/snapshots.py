@@ -8,9 +8,10 @@ new parts arrive. A server with a newer snapshot schema derives old snapshots ag
 Opening derives the tables pages are made of; an on-demand table (the timeline's spans) is derived
 when first asked for and then added to the snapshot, locally and in the archive.
 
-Whoever opens a session waits for the replay only: a just-derived snapshot hands over its tables in
-memory, and its Parquet files are written (locally, then to the archive) by a writer thread. Until
-they are, every other use of that session's snapshot waits for them (`wait_written`).
+Whoever opens a session waits for the replay only: the tables are derived as DuckDB tables, in the
+database the opened session then uses, and their Parquet files are written (locally, then to the
+archive) by a writer thread. Until they are, every other use of that session's snapshot waits for
+them (`wait_written`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 from .mirror import Mirror, read_parquet_sql, write_atomically
-from .reconstruct import OPENING_TABLES, SessionEnd, build_snapshots
+from .reconstruct import OPENING_TABLES, SessionEnd, create_snapshot_tables, snapshot_table
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,12 @@ class Snapshot:
     tables: dict[str, Path]
     manifest: documents.SnapshotManifest
     source: str  # "cache", "archive" (read, no replay) or "derived" (replayed the raw events)
-    # Only when just derived: the tables themselves, whose files may still be being written.
-    derived_tables: dict[str, pa.Table] = field(default_factory=dict, compare=False, repr=False)
+    # Only when just derived: the database holding the tables, whose files may still be being written.
+    database: duckdb.DuckDBPyConnection | None = field(default=None, compare=False, repr=False)
 
-    def without_derived_tables(self) -> Snapshot:
-        """This snapshot, no longer holding its tables in memory."""
-        return replace(self, derived_tables={})
+    def detached(self) -> Snapshot:
+        """This snapshot without its database: only its files."""
+        return replace(self, database=None)
 
 
 def parts_fingerprint(parts: list[ObjectInfo]) -> str:
@@ -111,7 +112,7 @@ class SnapshotStore:
                 derived = self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None)
         # An on-demand table is read from its file.
         self.wait_written(ref)
-        return derived.without_derived_tables()
+        return derived.detached()
 
     def table(self, ref: layout.SessionRef, end: SessionEnd, name: str,
               derive: bool = True) -> tuple[pa.Table, str] | None:  # fmt: skip
@@ -136,7 +137,8 @@ class SnapshotStore:
                     log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
             if not derive:
                 return None
-            return self._derive(ref, parts, end, OPENING_TABLES).derived_tables[name], wanted
+            database = self._derive(ref, parts, end, OPENING_TABLES).database
+            return snapshot_table(database.cursor(), name), wanted  # type: ignore[union-attr]
 
     def _parts(self, ref: layout.SessionRef) -> list[ObjectInfo]:
         # Called first under the session's lock: a snapshot of it still being written is finished first,
@@ -211,47 +213,45 @@ class SnapshotStore:
         (`onto_archived`: whose tables the archive already holds)."""
         started = time.perf_counter()
         con = duckdb.connect()
-        try:
-            paths = self.mirror.paths(parts)
-            if paths:
-                con.execute(f"CREATE VIEW events AS SELECT * FROM {read_parquet_sql(paths)}")
-            else:
-                con.register("events", pa.table({name: [] for name in EVENTS.names}, schema=EVENTS))
-            tables = build_snapshots(con, end, names)
-        finally:
-            con.close()
+        paths = self.mirror.paths(parts)
+        if paths:
+            con.execute(f"CREATE VIEW events AS SELECT * FROM {read_parquet_sql(paths)}")
+        else:
+            con.register("events", pa.table({name: [] for name in EVENTS.names}, schema=EVENTS))
+        rows = create_snapshot_tables(con, end, names)
         self.derived += 1
         kept = onto.manifest.tables if onto is not None else {}
         manifest = documents.SnapshotManifest(
             schema_version=SNAPSHOT_SCHEMA_VERSION, parts=parts_fingerprint(parts), closed=end.closed,
-            end_ns=end.end_ns, built_at_ms=time.time_ns() // 1_000_000,
-            tables={**kept, **{name: table.num_rows for name, table in tables.items()}},
+            end_ns=end.end_ns, built_at_ms=time.time_ns() // 1_000_000, tables={**kept, **rows},
         )  # fmt: skip
         log.info("derived %s of %s from %d parts in %.1f s", ", ".join(names), ref.path, len(parts),
                  time.perf_counter() - started)  # fmt: skip
         upload_too = onto.tables if onto is not None and not onto_archived else {}
-        writing = self._writer.submit(self._write, ref, tables, manifest, upload_too)
+        # The writer reads the tables through a cursor of its own, made here: only one thread at a time
+        # may make a cursor of a connection.
+        writing = self._writer.submit(self._write, ref, con.cursor(), names, manifest, upload_too)
         with self._guard:
             self._writing[ref] = writing
         writing.add_done_callback(lambda done: self._forget_write(ref, done))
         directory = self._local_dir(ref)
         return Snapshot({name: directory / f"{name}.parquet" for name in manifest.tables}, manifest, "derived",
-                        derived_tables=tables)  # fmt: skip
+                        database=con)  # fmt: skip
 
     def _forget_write(self, ref: layout.SessionRef, done: Future[None]) -> None:
         with self._guard:
             if self._writing.get(ref) is done:
                 del self._writing[ref]
 
-    def _write(self, ref: layout.SessionRef, tables: dict[str, pa.Table], manifest: documents.SnapshotManifest,
-               upload_too: dict[str, Path]) -> None:  # fmt: skip
+    def _write(self, ref: layout.SessionRef, database: duckdb.DuckDBPyConnection, names: tuple[str, ...],
+               manifest: documents.SnapshotManifest, upload_too: dict[str, Path]) -> None:  # fmt: skip
         """The writer thread's work: a derived snapshot's files in the cache, then (closed) in the archive.
 
         `upload_too`: tables of the snapshot this one adds to, which the archive does not hold yet.
         """
         try:
             started = time.perf_counter()
-            encoded = encode_tables(tables)
+            encoded = encode_tables({name: snapshot_table(database, name) for name in names})
             directory = self._local_dir(ref)
             for name, data in encoded.items():
                 write_atomically(directory / f"{name}.parquet", data)
