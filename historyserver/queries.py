@@ -24,6 +24,7 @@ class ListQuery:
     limit: int = 100
     offset: int = 0
     detail: bool = True  # every column; else the table's summary columns, as Ray's state API without detail
+    include_hidden: bool = False  # also the rows the table's lists leave out
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Table:
     default_sort: str
     json_columns: frozenset[str] = frozenset()  # stored as JSON text, answered as JSON
     summary_columns: tuple[str, ...] = ()  # a page without detail answers these (all if empty)
+    hidden: str = ""  # SQL true of the rows lists leave out unless asked
 
 
 TASKS = Table(
@@ -47,6 +49,9 @@ TASKS = Table(
     ("task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
      "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type", "error_message", "creation_time_ms",
      "start_time_ms", "end_time_ms", "duration_ms", "is_retry"),
+    # A driver's own task: Ray's state API leaves them out, and one still running when the cluster ended
+    # would be counted among the failures.
+    "type = 'DRIVER_TASK'",
 )  # fmt: skip
 ACTORS = Table(
     "actors",
@@ -96,7 +101,7 @@ def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery,
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if query.offset < 0:
         raise BadRequest("offset must not be negative")
-    where, params = _where(query.filters)
+    where, params = _where(query.filters, "" if query.include_hidden else table.hidden)
     order = order_by(table, query.sort)
     if ordering is not None:
         total, ids = ordering.page(cur, where, params, order, query.limit, query.offset)
@@ -175,8 +180,9 @@ def one(cur: duckdb.DuckDBPyConnection, table: Table, **key: Any) -> dict[str, A
     return found[0]
 
 
-def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    clauses = []
+def _where(filters: dict[str, Any], hidden: str = "") -> tuple[str, list[Any]]:
+    """WHERE: every filter that is not None must hold, and `hidden` (SQL of rows left out) must not."""
+    clauses = [f"NOT coalesce({hidden}, false)"] if hidden else []
     params: list[Any] = []
     for column, value in filters.items():
         if value is None:
@@ -211,11 +217,11 @@ TASK_SUMMARY = """
     FROM tasks {where} GROUP BY func_or_class_name ORDER BY attempts DESC, func_or_class_name
 """
 
-STATE_COUNTS = "SELECT state, count(*) AS count FROM {table} GROUP BY state ORDER BY count DESC, state"
+STATE_COUNTS = "SELECT state, count(*) AS count FROM {table} {where} GROUP BY state ORDER BY count DESC, state"
 
 
 def task_summary(cur: duckdb.DuckDBPyConnection, job_id: str | None) -> list[dict[str, Any]]:
-    where, params = _where({"job_id": job_id})
+    where, params = _where({"job_id": job_id}, TASKS.hidden)
     return rows(cur.execute(TASK_SUMMARY.format(where=where), params))
 
 
@@ -240,7 +246,8 @@ def cluster_resources(nodes: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def state_counts(cur: duckdb.DuckDBPyConnection, table: Table) -> dict[str, int]:
-    return {state: count for state, count in cur.execute(STATE_COUNTS.format(table=table.name)).fetchall()}
+    where, _ = _where({}, table.hidden)
+    return {state: count for state, count in cur.execute(STATE_COUNTS.format(table=table.name, where=where)).fetchall()}
 
 
 # --- raw events ----------------------------------------------------------------------------------

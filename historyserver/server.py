@@ -107,8 +107,9 @@ class HistoryServer:
             if self._stop.is_set():
                 break
             done += self._add_to_index([self._jobs_entry(row, derive=True)])
-        log.info("job index: %d ended sessions indexed (%d derived), %d in all", done, len(to_derive),
-                 self.jobs.sessions_indexed())  # fmt: skip
+        if todo:
+            log.info("job index: %d ended sessions indexed (%d derived), %d in all", done, len(to_derive),
+                     self.jobs.sessions_indexed())  # fmt: skip
         return done
 
     def _jobs_entry(self, row: dict[str, Any], derive: bool) -> Entry | None:

@@ -123,6 +123,18 @@ def test_tasks_filter_sort_and_page(client: TestClient) -> None:
     assert all(isinstance(task["state_times"], dict) and task["required_resources"] is not None for task in detailed)
 
 
+def test_drivers_own_tasks_are_left_out_unless_asked_for_as_ray_leaves_them_out(client: TestClient) -> None:
+    listed = client.get(f"{BASE}/tasks", params={"limit": 1000}).json()
+    drivers = client.get(f"{BASE}/tasks", params={"type": "DRIVER_TASK"}).json()
+    everything = client.get(f"{BASE}/tasks", params={"limit": 1000, "include_drivers": "true"}).json()
+    assert drivers["total"] > 0 and {task["type"] for task in drivers["items"]} == {"DRIVER_TASK"}
+    assert "DRIVER_TASK" not in {task["type"] for task in listed["items"]}
+    assert everything["total"] == listed["total"] + drivers["total"]
+    assert sum(client.get(BASE).json()["summary"]["tasks_by_state"].values()) == listed["total"]
+    driver = drivers["items"][0]["task_id"]
+    assert client.get(f"{BASE}/tasks/{driver}").json()["type"] == "DRIVER_TASK"  # still there by its id
+
+
 def test_one_task_has_every_attempt(client: TestClient) -> None:
     retried = next(
         task for task in client.get(f"{BASE}/tasks", params={"limit": 1000}).json()["items"]
@@ -254,7 +266,7 @@ def test_unknown_things_are_404_and_bad_parameters_400_with_a_reason(client: Tes
 
 def test_sql_over_one_session_and_across_the_archive(client: TestClient) -> None:
     counts = client.post("/api/v1/sql", json={
-        "sql": "SELECT state, count(*) AS n FROM tasks GROUP BY state ORDER BY state",
+        "sql": "SELECT state, count(*) AS n FROM tasks WHERE type != 'DRIVER_TASK' GROUP BY state ORDER BY state",
         "session": f"default/local/{SESSION}",
     }).json()  # fmt: skip
     by_state = {row["state"]: row["n"] for row in counts}

@@ -15,6 +15,9 @@ def list_tasks(
     request: Request, namespace: str, cluster: str, session: str,
     job_id: str | None = None, state: str | None = None, func_or_class_name: str | None = None,
     name: str | None = None, node_id: str | None = None, actor_id: str | None = None,
+    task_type: str | None = Query(None, alias="type",
+                                  description="NORMAL_TASK, ACTOR_TASK, ACTOR_CREATION_TASK or DRIVER_TASK"),
+    include_drivers: bool = Query(False, description="also the drivers' own tasks, which Ray's state API leaves out"),
     sort: str | None = Query(None, description="a time or duration column, '-' first to reverse: -duration_ms"),
     limit: int = 100, offset: int = 0,
     detail: bool = Query(False, description="every column (state times, log offsets, resources, runtime env...), "
@@ -23,8 +26,9 @@ def list_tasks(
     """A page of task attempts, and how many match."""
     opened = open_session(request, namespace, cluster, session)
     filters = {"job_id": job_id, "state": state, "func_or_class_name": func_or_class_name, "name": name,
-               "node_id": node_id, "actor_id": actor_id}  # fmt: skip
-    query = queries.ListQuery(filters, sort, limit, offset, detail)
+               "node_id": node_id, "actor_id": actor_id, "type": task_type}  # fmt: skip
+    include_hidden = include_drivers or task_type == "DRIVER_TASK"
+    query = queries.ListQuery(filters, sort, limit, offset, detail, include_hidden)
     return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order))
 
 
