@@ -115,7 +115,7 @@ class JobIndex:
                 cur.execute("DELETE FROM jobs WHERE path IN (SELECT path FROM _paths)")
                 cur.unregister("_paths")
                 if tables:
-                    cur.register("_incoming", pa.concat_tables(tables))
+                    cur.register("_incoming", pa.concat_tables(tables, promote_options="default"))
                     cur.execute("""INSERT INTO jobs BY NAME
                                    SELECT *, end_time_ms - start_time_ms AS duration_ms FROM _incoming""")
                     cur.unregister("_incoming")
