@@ -27,8 +27,8 @@ from .errors import BadRequest
 
 JOB_STATUSES = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
 # What a row carries besides the job's own columns: which session, and who ran it.
-SESSION_COLUMNS = ("namespace", "cluster", "session", "session_status", "owner_kind", "owner_name", "rayjob",
-                   "queue")  # fmt: skip
+OWNER_COLUMNS = ("owner_kind", "owner_name", "rayjob", "queue")  # from the session's catalog row
+SESSION_COLUMNS = ("namespace", "cluster", "session", "session_status", *OWNER_COLUMNS)
 JOB_COLUMNS = tuple(SNAPSHOT_TABLES["jobs"].names)
 SORTABLE = frozenset({"start_time_ms", "end_time_ms", "duration_ms", "status", "namespace", "cluster",
                       "submission_id", "job_id", "entrypoint"})  # fmt: skip
@@ -98,8 +98,9 @@ class JobIndex:
         self._lock = threading.Lock()
         self._indexed: dict[str, Indexed] = {}
 
-    def indexed(self, ref: layout.SessionRef) -> Indexed | None:
-        return self._indexed.get(ref.path)
+    def indexed(self, path: str) -> Indexed | None:
+        """What the session's rows came from (None if it is not indexed); `path` is namespace/cluster/session."""
+        return self._indexed.get(path)
 
     def sessions_indexed(self) -> int:
         return len(self._indexed)

@@ -19,7 +19,7 @@ from archive.storage import Storage
 
 from .catalog import STATUSES, Catalog
 from .errors import BadRequest, NotFound
-from .jobindex import Entry, Indexed, JobIndex
+from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
 from .reconstruct import SessionEnd
 from .sessions import OpenSession, SessionCache
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # The job index reads this many sessions' snapshots at once, and commits this many together.
 INDEX_READERS = 8
 INDEX_BATCH = 500
+# What the job index needs of a session's catalog row: its name, how it ended, who ran it.
+INDEX_COLUMNS = ("namespace", "cluster", "session", "status", "end_time_ms", "closed_reason", *OWNER_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,9 @@ class HistoryServer:
         reads each); then those without are derived, one at a time (and written back), so the first
         person to open one does not wait.
         """
-        ended = self.catalog.rows_by_status(("closed", "incomplete"))
-        self.jobs.forget(self.jobs.paths() - {row_path(row) for row in self.catalog.rows_by_status(STATUSES)})
+        ended = self.catalog.rows_by_status(("closed", "incomplete"), INDEX_COLUMNS)
+        everywhere = self.catalog.rows_by_status(STATUSES, ("namespace", "cluster", "session"))
+        self.jobs.forget(self.jobs.paths() - {row_path(row) for row in everywhere})
         todo = [row for row in ended if not self._is_indexed(row)]
         self.sessions_to_index = len(todo)
         to_derive: list[dict[str, Any]] = []
@@ -133,7 +136,7 @@ class HistoryServer:
         return len(ready)
 
     def _is_indexed(self, row: dict[str, Any]) -> bool:
-        known = self.jobs.indexed(layout.SessionRef(row["namespace"], row["cluster"], row["session"]))
+        known = self.jobs.indexed(row_path(row))
         end = session_end(row)
         return known is not None and (known.closed, known.end_ns) == (end.closed, end.end_ns)
 
@@ -154,7 +157,7 @@ class HistoryServer:
         opened = self.sessions.get(ref, session_end(row))
         manifest = opened.snapshot.manifest
         source = Indexed(manifest.parts, manifest.closed, manifest.end_ns)
-        if self.jobs.indexed(ref) != source:
+        if self.jobs.indexed(ref.path) != source:
             self.jobs.put([Entry(ref, row, opened.cursor().sql("SELECT * FROM jobs").to_arrow_table(), source)])
         return opened
 
