@@ -1775,16 +1775,6 @@ class AttemptRenderer:
         }
         return {name: pa.array(values, pa.string()) for name, values in tables.items()}
 
-    def _task_name(spec: FunctionSpec) -> str:
-        if spec.actor_class:
-            return f"{spec.actor_class}.{spec.function}"
-        return spec.task_name or spec.function
-
-    def _profile_name(spec: FunctionSpec) -> str:
-        """What the worker's profile calls the function: the method, or module.function (__main__'s
-        functions under __main__)."""
-        return spec.function if spec.actor_class else f"{spec.module}.{spec.function}"
-
     def _resources(self, spec: FunctionSpec) -> dict[str, float]:
         if spec.placement_group is None:
             return dict(spec.resources)
