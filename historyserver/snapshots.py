@@ -103,7 +103,7 @@ class SnapshotStore:
                 return local
             stored = self._archived_manifest(ref, wanted, end)
             if stored is not None and name in stored[0].tables:  # another replica derived it
-                fetched = self._from_archive(ref, wanted, end)
+                fetched = self._from_archive(ref, wanted, end, stored)
                 if fetched is not None:
                     return fetched
             if wanted != snapshot.manifest.parts:  # new parts since it was opened: all of it again
@@ -189,8 +189,10 @@ class SnapshotStore:
             return None
         return (manifest, data) if self._is_current(manifest, wanted, end) else None
 
-    def _from_archive(self, ref: layout.SessionRef, wanted: str, end: SessionEnd) -> Snapshot | None:
-        stored = self._archived_manifest(ref, wanted, end)
+    def _from_archive(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
+                      stored: tuple[documents.SnapshotManifest, bytes] | None = None) -> Snapshot | None:  # fmt: skip
+        """The archive's current snapshot, fetched into the cache (`stored`: its manifest, if already read)."""
+        stored = stored or self._archived_manifest(ref, wanted, end)
         if stored is None:
             return None
         manifest, data = stored
