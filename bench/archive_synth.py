@@ -6,7 +6,7 @@
 marker per node and closed.json (optionally log and metric parts). `write_catalog` writes the
 documents only (manifest, node markers, closed.json) of many sessions, as a catalog to list and filter.
 
-Realism. Every event starts as a real Ray 2.60 event of the capture in shared/fixtures/ray-2.60, with
+Realism. Every event starts as a real Ray 2.60 event of the capture in tests/fixtures/ray-2.60, with
 ids, timestamps and names replaced, and becomes a row through the collector's own mapping
 (archive.events.ray_event_to_row), so code that reads real archives reads these. The session is a
 small simulation: tasks arrive in bursts, wait for a free worker slot on a node (so a worker never
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import gzip
 import hashlib
 import heapq
 import json
@@ -67,7 +68,7 @@ from collector.scrape import Scrape, scrape_rows
 from .table import print_table
 
 FIXTURES = Path(
-    os.environ.get("RAY_HISTORY_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ray-2.60")
+    os.environ.get("RAY_HISTORY_FIXTURES", Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "ray-2.60")
 )
 SECOND = 1_000_000_000
 MS = 1_000_000
@@ -158,16 +159,22 @@ _PROTOTYPES: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
 }
 
 
+def capture_text(path: Path) -> str:
+    """A file of the capture, kept as it is or gzipped beside (`name.gz`)."""
+    if path.exists():
+        return path.read_text()
+    packed = path.with_name(path.name + ".gz")
+    if not packed.exists():
+        raise FileNotFoundError(f"Ray 2.60 capture missing: {path} (set RAY_HISTORY_FIXTURES to tests/fixtures/ray-2.60)")
+    return gzip.decompress(packed.read_bytes()).decode()
+
+
 class Prototypes:
     """Real events of the Ray 2.60 capture, one per shape; every `get` is a fresh deep copy."""
 
     def __init__(self, fixtures: Path = FIXTURES) -> None:
         path = fixtures / "ray_events_http" / "run1_all_posts_camelCase.jsonl"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"Ray 2.60 capture missing: {path} (set RAY_HISTORY_FIXTURES to the shared/fixtures/ray-2.60 folder)"
-            )
-        posts = [json.loads(line)["events"] for line in path.read_text().splitlines() if line.strip()]
+        posts = [json.loads(line)["events"] for line in capture_text(path).splitlines() if line.strip()]
         events = [event for post in posts for event in post]
         self._encoded: dict[str, bytes] = {}
         for role, (event_type, accept) in _PROTOTYPES.items():
@@ -280,6 +287,7 @@ ATTEMPT_SENTINEL = 1_999_999_999
 _SENTINEL_TS = "2001-01-01T00:00:00.000000001Z"
 _PAYLOAD_SLOT = re.compile(r'"@@#(\w+)@@"|@@(\w+)@@')
 _COLUMN_SLOT = re.compile(r"^@@(\w+)@@$")
+_SESSION_SENTINEL = "session_sentinel-0"
 
 
 def _sentinel_id(name: str) -> bytes:
@@ -299,6 +307,8 @@ class Sentinels:
             return ATTEMPT_SENTINEL
         if key in SENTINEL_ID_BYTES:
             return base64.b64encode(_sentinel_id(key)).decode()
+        if key == "session":
+            return _SESSION_SENTINEL  # a session name must be a valid key segment, so it has its own
         return f"@@{key}@@"
 
 
@@ -327,6 +337,8 @@ def make_template(event: dict[str, Any]) -> Template:
             columns[name] = "attempt"
         elif isinstance(value, str) and value in _SENTINEL_HEX:
             columns[name] = _SENTINEL_HEX[value]
+        elif value == _SESSION_SENTINEL:
+            columns[name] = "session"
         elif isinstance(value, str) and (match := _COLUMN_SLOT.match(value)):
             columns[name] = match[1]
         else:
@@ -3019,7 +3031,7 @@ class NodeMetrics:
 
     def __init__(self, cast: Cast, fixtures: Path) -> None:
         self.cast = cast
-        self.text = (fixtures / "metrics" / "run1_scrape_8080_trimmed.txt").read_text()
+        self.text = capture_text(fixtures / "metrics" / "run1_scrape_8080_trimmed.txt")
         self.rng = np.random.default_rng([cast.seed, 6])
 
     def tables(self, node: NodeSpec, end_ns: int, rows_per_table: int) -> Iterator[pa.Table]:

@@ -3,7 +3,7 @@
     python -m bench.logs --mib 500 --seconds 60
 
 Throughput: writes synthetic session logs shaped like Ray 2.60's (the captures in
-shared/fixtures/ray-2.60/logs/run1: worker .out/.err with their `:job_id:`/`:task_name:`/`:actor_name:`
+tests/fixtures/ray-2.60/logs/run1: worker .out/.err with their `:job_id:`/`:task_name:`/`:actor_name:`
 markers, core worker and driver logs, raylet, GCS, job drivers, dashboard...) into a Ray temp dir laid
 out as Ray does, then ships all of it with a LogShipper in this process, three times over (a fresh
 archive and checkpoint each time). Ids, pids, timestamps and numbers vary as they do in a real node, so

@@ -1,4 +1,4 @@
-"""Synthetic Ray event streams shaped like Ray 2.60's (see shared/fixtures/ray-2.60).
+"""Synthetic Ray event streams shaped like Ray 2.60's (see tests/fixtures/ray-2.60).
 
 Each task yields the five events a real task produces: its definition, the owner's pending and
 submitted transitions, the worker's RUNNING, the owner's FINISHED (or FAILED with a traceback),

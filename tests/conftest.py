@@ -1,24 +1,34 @@
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "ray-2.60"
+# Real Ray 2.60 captures (see its README); the large ones are gzipped, and fixture_bytes reads either.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ray-2.60"
 
 
 def fixture_path(*parts: str) -> Path:
     path = FIXTURES.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"Ray 2.60 fixture missing: {path} (the shared/ folder sits beside the checkout)")
+        raise FileNotFoundError(f"Ray 2.60 fixture missing: {path} (tests/fixtures/ray-2.60 in the repository)")
     return path
+
+
+def fixture_bytes(*parts: str) -> bytes:
+    """A capture's bytes, whether it is kept as it is or gzipped (`name.gz`)."""
+    path = FIXTURES.joinpath(*parts)
+    if path.exists():
+        return path.read_bytes()
+    return gzip.decompress(fixture_path(*parts[:-1], parts[-1] + ".gz").read_bytes())
 
 
 def fixture_posts(name: str = "run1_all_posts_camelCase.jsonl") -> list[list[dict[str, Any]]]:
     """Every POST body the aggregator agent sent in a real capture."""
-    lines = fixture_path("ray_events_http", name).read_text().splitlines()
+    lines = fixture_bytes("ray_events_http", name).decode().splitlines()
     return [json.loads(line)["events"] for line in lines if line.strip()]
 
 

@@ -25,7 +25,7 @@ from historyserver.app import create_app
 from historyserver.server import HistoryServer, ServerSettings
 
 from .collectors import collector_thread
-from .conftest import FIXTURES, fixture_path, fixture_posts
+from .conftest import FIXTURES, fixture_bytes, fixture_path, fixture_posts
 from .test_polling import http_server
 
 SESSION = "session_2026-11-28_19-03-57_108652_5250"
@@ -34,7 +34,7 @@ BASE = f"/api/v1/sessions/default/local/{SESSION}"
 
 
 def dashboard_answer(name: str) -> dict:
-    return json.loads(fixture_path("dashboard_api", name).read_text())
+    return json.loads(fixture_bytes("dashboard_api", name).decode())
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "ray" / "session_latest").symlink_to(session)
     (session / f"gcs_server_port_{NODE}").write_text("6379")
     answers = {
-        "/api/v0/placement_groups?detail=1&limit=10000": fixture_path(
+        "/api/v0/placement_groups?detail=1&limit=10000": fixture_bytes(
             "dashboard_api", "api_v0_placement_groups_detail_1.json"
-        ).read_bytes(),
-        "/api/jobs/": fixture_path("dashboard_api", "api_jobs_.json").read_bytes(),
-        "/metrics": fixture_path("metrics", "run1_scrape_8080_trimmed.txt").read_bytes(),
+        ),
+        "/api/jobs/": fixture_bytes("dashboard_api", "api_jobs_.json"),
+        "/metrics": fixture_bytes("metrics", "run1_scrape_8080_trimmed.txt"),
     }
     with http_server(answers) as dashboard:
         # The node's metrics port is the same little server: the collector scrapes it once at start.

@@ -20,7 +20,7 @@ from collector.scrape import metrics_targets
 from ray_history.localray import collector_command, free_port, wait_healthy
 
 from .collectors import collector_thread, start_collector_process, stop_collector_process
-from .conftest import CAPTURED_NODE, CAPTURED_SESSION, fixture_path
+from .conftest import CAPTURED_NODE, CAPTURED_SESSION, fixture_bytes
 
 SESSION = CAPTURED_SESSION
 NODE_HEX = CAPTURED_NODE
@@ -67,7 +67,7 @@ def test_targets_come_from_the_session_folder_and_service_discovery(session_dir:
 
 
 def test_scraped_samples_become_metrics_rows_and_a_down_endpoint_is_reported(tmp_path: Path, session_dir: Path) -> None:
-    scrape = fixture_path("metrics", "run1_scrape_8080_trimmed.txt").read_bytes()
+    scrape = fixture_bytes("metrics", "run1_scrape_8080_trimmed.txt")
     down = f"127.0.0.1:{free_port()}"  # nothing listens there
     with http_server({"/metrics": scrape}) as node:
         port = int(node.rsplit(":", 1)[1])
@@ -90,11 +90,11 @@ def test_scraped_samples_become_metrics_rows_and_a_down_endpoint_is_reported(tmp
 
 def test_dashboard_answers_become_snapshot_rows_once_per_change(tmp_path: Path, session_dir: Path) -> None:
     answers = {
-        "/api/v0/placement_groups?detail=1&limit=10000": fixture_path(
+        "/api/v0/placement_groups?detail=1&limit=10000": fixture_bytes(
             "dashboard_api", "api_v0_placement_groups_detail_1.json"
-        ).read_bytes(),
-        "/api/jobs/": fixture_path("dashboard_api", "api_jobs_.json").read_bytes(),
-        "/api/cluster_status": fixture_path("dashboard_api", "api_cluster_status.json").read_bytes(),
+        ),
+        "/api/jobs/": fixture_bytes("dashboard_api", "api_jobs_.json"),
+        "/api/cluster_status": fixture_bytes("dashboard_api", "api_cluster_status.json"),
     }
     # The state API leaves the strategy out; the GCS logged it when the group registered.
     (session_dir / "logs" / "gcs_server.out").write_text(

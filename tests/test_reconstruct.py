@@ -1,7 +1,7 @@
 """A session's snapshot tables, rebuilt from a real Ray 2.60 capture, say what the live dashboard said.
 
 The capture (every POST of run 1, its submission-job export file) and the dashboard's answers in
-shared/fixtures/ray-2.60/dashboard_api/ come from one live cluster. Where the capture lacks something an
+tests/fixtures/ray-2.60/dashboard_api/ come from one live cluster. Where the capture lacks something an
 answer shows, the comparison says so next to the field it leaves out.
 """
 
@@ -21,7 +21,7 @@ from archive.parquet import parquet_to_table, rows_to_table, table_to_parquet
 from archive.schema import EVENTS, SNAPSHOT_TABLES
 from historyserver.reconstruct import CLUSTER_TERMINATED, SessionEnd, api_death_cause, build_snapshots
 
-from .conftest import fixture_path, fixture_posts
+from .conftest import fixture_bytes, fixture_posts
 
 RUNNING = SessionEnd(closed=False, end_ns=None, reason=None)
 RUN1_EXPORT = ("export_api_files", "run1_with_enable_ray_event", "event_EXPORT_SUBMISSION_JOB.log")
@@ -33,7 +33,7 @@ HIDDEN_JOBS = {"01000000", "04000000"}  # the dashboard agent's internal driver 
 
 
 def dashboard_answer(name: str) -> Any:
-    return json.loads(fixture_path("dashboard_api", name).read_text())
+    return json.loads(fixture_bytes("dashboard_api", name).decode())
 
 
 def state_api_rows(name: str) -> list[dict[str, Any]]:
@@ -42,7 +42,7 @@ def state_api_rows(name: str) -> list[dict[str, Any]]:
 
 
 def export_rows(parts: tuple[str, ...], session: str) -> list[dict[str, Any]]:
-    lines = fixture_path(*parts).read_text().splitlines()
+    lines = fixture_bytes(*parts).decode().splitlines()
     return [export_event_to_row(json.loads(line), session) for line in lines if line.strip()]
 
 
