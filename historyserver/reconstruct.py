@@ -6,7 +6,7 @@ columns where they suffice and parses a payload's JSON, once, where they do not.
 that reads no payload of an event type that is everywhere (task lifecycle, definition and profile events)
 is cheap; one that does decompresses the whole payload column, so each of those is read once.
 
-Rules (DESIGN.md, "Reconstruction rules"):
+Rules (docs/archive.md, "Reconstruction rules"):
 - Task events are merged by (task id, attempt). Ray reports an attempt in pieces: the owner's PENDING*,
   SUBMITTED_TO_WORKER and FINISHED/FAILED, the executing worker's RUNNING (the only one with its pid), an
   event without transitions carrying the log offsets. Every transition counts at its own timestamp.
@@ -15,8 +15,9 @@ Rules (DESIGN.md, "Reconstruction rules"):
 - Duplicate events (a batch the agent sent twice) change nothing: every aggregate is idempotent (any value,
   min, max, first report), and profile events, each of which becomes rows, are kept once per event id.
 - A closed session has nothing running: a task, actor, job, worker or node still live at its end ends at
-  `SessionEnd.end_ns` with a terminal state that says why (CLUSTER_TERMINATED). A running or incomplete
-  session is shown as its events left it.
+  `SessionEnd.end_ns` with a terminal state that says why (CLUSTER_TERMINATED). An incomplete session (its
+  collectors silent too long) counts as closed at its last heartbeat; a running one is shown as its events
+  left it.
 - Ids are lowercase hex, NULL where Ray writes none (empty or all 0xff); times are epoch ms (`*_ms`, as the
   state API has them) or ns.
 """
