@@ -23,6 +23,9 @@ from typing import Any
 import msgspec
 
 from .ids import BadId, b64_to_hex, hex_to_b64
+from .layout import InvalidName, check_name
+from .parquet import RowMismatch, check_row
+from .schema import EVENTS
 
 LEGACY_EVENT = "LEGACY_EVENT"
 EXPORT_PREFIX = "EXPORT_"
@@ -111,6 +114,7 @@ def body_key_for(event_type: str) -> str:
 # --- timestamps -------------------------------------------------------------------------------
 
 _SECONDS_CACHE: dict[str, int] = {}
+_MIN_NS, _MAX_NS = -(1 << 63), (1 << 63) - 1
 
 
 def parse_timestamp_ns(value: str) -> int:
@@ -128,11 +132,14 @@ def parse_timestamp_ns(value: str) -> int:
             _SECONDS_CACHE.clear()
         _SECONDS_CACHE[whole] = seconds
     fraction = value[19:-1]
-    if not fraction:
-        return seconds * 1_000_000_000
-    if fraction[0] != "." or not fraction[1:].isdigit() or len(fraction) > 10:
+    # isdigit() alone admits other scripts' digits, which int() would read as if they were ASCII.
+    if fraction and (fraction[0] != "." or not fraction[1:].isascii() or not fraction[1:].isdigit()
+                     or len(fraction) > 10):  # fmt: skip
         raise MalformedEvent(f"timestamp is not RFC 3339 UTC: {value!r}")
-    return seconds * 1_000_000_000 + int(fraction[1:].ljust(9, "0"))
+    ns = seconds * 1_000_000_000 + (int(fraction[1:].ljust(9, "0")) if fraction else 0)
+    if not _MIN_NS <= ns <= _MAX_NS:
+        raise MalformedEvent(f"timestamp {value!r} is outside the years 1678-2261 that nanoseconds since 1970 can hold")
+    return ns
 
 
 def format_timestamp(ns: int) -> str:
@@ -221,10 +228,7 @@ def ray_event_to_row(event: Any, default_session: str | None = None) -> dict[str
     source_type = event.pop("sourceType", None)
     if source_type is not None:
         row["source_type"] = str(source_type)
-    session = event.pop("sessionName", None) or default_session
-    if not session:
-        raise MalformedEvent(f"event {event_id} has no sessionName")
-    row["session_name"] = session
+    row["session_name"] = _session_name(event.pop("sessionName", None) or default_session, event_id)
     _hex_or_keep(event, "nodeId", row, "source_node_id")
 
     spec = BODIES.get(event_type)
@@ -233,7 +237,7 @@ def ray_event_to_row(event: Any, default_session: str | None = None) -> dict[str
         body = event[spec.key] = dict(body)
         for field, column in spec.ids.items():
             _hex_or_keep(body, field, row, column)
-        if spec.attempt is not None and isinstance(body.get(spec.attempt), int):
+        if spec.attempt is not None and type(body.get(spec.attempt)) is int:
             row["task_attempt"] = body.pop(spec.attempt)
         if "submissionId" in body and isinstance(body["submissionId"], str):
             row["submission_id"] = body.pop("submissionId")
@@ -244,9 +248,36 @@ def ray_event_to_row(event: Any, default_session: str | None = None) -> dict[str
                 row["state"] = state if isinstance(state, str) else None
         if event_type == "DRIVER_JOB_DEFINITION_EVENT":
             # A copy, not a move: jobs are merged with submission status by this id.
-            metadata = (body.get("config") or {}).get("metadata") or {}
-            row["submission_id"] = metadata.get("job_submission_id") or None
-    row["payload"] = msgspec.json.encode(event).decode()
+            row["submission_id"] = _driver_submission_id(body, event_id)
+    return _checked(row, event)
+
+
+def _session_name(value: Any, event_id: str) -> str:
+    """The session an event names: it becomes a key segment of the archive, so it is checked here."""
+    if not value:
+        raise MalformedEvent(f"event {event_id} has no sessionName")
+    try:
+        return check_name("session", value)
+    except InvalidName as exc:
+        raise MalformedEvent(str(exc)) from exc
+
+
+def _driver_submission_id(body: dict[str, Any], event_id: str) -> str | None:
+    config = body.get("config")
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    if not isinstance(config, dict | None) or not isinstance(metadata, dict | None):
+        raise MalformedEvent(f"event {event_id}: driverJobDefinitionEvent.config.metadata must be an object")
+    submission = (metadata or {}).get("job_submission_id")
+    return submission if isinstance(submission, str) and submission else None
+
+
+def _checked(row: dict[str, Any], payload: Any) -> dict[str, Any]:
+    """The row with its payload, once the events table is sure to hold it; else MalformedEvent."""
+    try:
+        row["payload"] = msgspec.json.encode(payload).decode()
+        check_row(row, EVENTS)
+    except (RowMismatch, UnicodeEncodeError, RecursionError, msgspec.EncodeError) as exc:
+        raise MalformedEvent(f"event {row.get('event_id')} cannot be stored: {exc}") from exc
     return row
 
 
@@ -292,7 +323,7 @@ def _file_event_row(line: Any, session: str, source_node_id: str | None) -> tupl
         raise MalformedEvent(f"event line {event_id} has no source_type")
     try:
         timestamp = int(float(line.get("timestamp"))) * 1_000_000_000
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise MalformedEvent(f"event line {event_id} has no timestamp in seconds") from exc
     row = _empty_row()
     row.update(
@@ -317,8 +348,7 @@ def export_event_to_row(line: Any, session: str, source_node_id: str | None = No
         for field in ("job_id", "task_id", "actor_id", "node_id", "worker_id"):
             if isinstance(data.get(field), str) and data[field]:
                 row[field] = data[field].lower()
-    row["payload"] = msgspec.json.encode(payload).decode()
-    return row
+    return _checked(row, payload)
 
 
 def legacy_event_to_row(line: Any, session: str, source_node_id: str | None = None) -> dict[str, Any]:
@@ -332,8 +362,7 @@ def legacy_event_to_row(line: Any, session: str, source_node_id: str | None = No
                 row[field] = fields[field].lower() if field != "submission_id" else fields[field]
     label = payload.get("label")
     row["state"] = label if isinstance(label, str) and label else None
-    row["payload"] = msgspec.json.encode(payload).decode()
-    return row
+    return _checked(row, payload)
 
 
 # --- snapshots polled from the head's dashboard ------------------------------------------------

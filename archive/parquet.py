@@ -12,6 +12,51 @@ import pyarrow.parquet as pq
 from .schema import PARQUET_COMPRESSION, PARQUET_COMPRESSION_LEVEL, PLAIN_COLUMNS, UNSTATISTICAL_COLUMNS
 
 
+class RowMismatch(ValueError):
+    """A row that its table's schema cannot hold (a number out of range, text that is not UTF-8...)."""
+
+
+_INT_BOUNDS = {
+    pa.int8(): 7, pa.int16(): 15, pa.int32(): 31, pa.int64(): 63,
+}  # fmt: skip
+_checks: dict[int, list[tuple[str, str, int, bool]]] = {}
+
+
+def _column_checks(schema: pa.Schema) -> list[tuple[str, str, int, bool]]:
+    """(column, "int" | "str", bits, nullable) for the columns a row can get wrong."""
+    checks = _checks.get(id(schema))
+    if checks is None:
+        checks = []
+        for field in schema:
+            if pa.types.is_timestamp(field.type):
+                checks.append((field.name, "int", 63, field.nullable))
+            elif field.type in _INT_BOUNDS:
+                checks.append((field.name, "int", _INT_BOUNDS[field.type], field.nullable))
+            elif pa.types.is_string(field.type):
+                checks.append((field.name, "str", 0, field.nullable))
+        _checks[id(schema)] = checks
+    return checks
+
+
+def check_row(row: Mapping[str, Any], schema: pa.Schema) -> None:
+    """Raise RowMismatch unless `schema` can hold the row: one bad row must never fail a whole part."""
+    for name, kind, bits, nullable in _column_checks(schema):
+        value = row.get(name)
+        if value is None:
+            if not nullable:
+                raise RowMismatch(f"{name} is missing")
+        elif kind == "int":
+            if type(value) is not int or not -(1 << bits) <= value < (1 << bits):
+                raise RowMismatch(f"{name} {value!r} does not fit a {bits + 1}-bit integer")
+        elif type(value) is not str:
+            raise RowMismatch(f"{name} must be text, got {type(value).__name__}")
+        elif not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RowMismatch(f"{name} is not valid Unicode text: {exc.reason}") from exc
+
+
 def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     columns = {name: [row.get(name) for row in rows] for name in schema.names}
     return pa.Table.from_pydict(columns, schema=schema)

@@ -165,7 +165,9 @@ def capture_text(path: Path) -> str:
         return path.read_text()
     packed = path.with_name(path.name + ".gz")
     if not packed.exists():
-        raise FileNotFoundError(f"Ray 2.60 capture missing: {path} (set RAY_HISTORY_FIXTURES to tests/fixtures/ray-2.60)")
+        raise FileNotFoundError(
+            f"Ray 2.60 capture missing: {path} (set RAY_HISTORY_FIXTURES to tests/fixtures/ray-2.60)"
+        )
     return gzip.decompress(packed.read_bytes()).decode()
 
 

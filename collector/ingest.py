@@ -1,7 +1,9 @@
 """Taking events in: split a POST into events, set aside the malformed, drop repeats, spool the rest.
 
-This is the hot path. msgspec splits the body into raw per-event byte slices and reads only the few
-fields needed to accept an event; the full conversion happens later, off the request path.
+This is the hot path. msgspec splits the body into raw per-event byte slices; each event is then
+converted to its archive row once, here, so that an event the archive could not hold is quarantined
+at the door, alone, and never reaches a spool segment where it could cost its neighbours. The spool
+keeps the original bytes; the shipper converts them again off the request path.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
+
+from archive.events import MalformedEvent, export_event_to_row, legacy_event_to_row, ray_event_to_row
 
 from .metrics import CollectorMetrics
 from .records import Record, encode_record, json_array, quarantine_item
@@ -24,45 +28,46 @@ class BadBody(ValueError):
 
 
 class _Head(msgspec.Struct):
-    """The fields an event needs to be accepted, in either casing Ray may use."""
+    """An event's id, in either casing Ray may use: what de-duplication and a restart need."""
 
     eventId: str | None = None
     event_id: str | None = None
-    eventType: str | None = None
-    event_type: str | None = None
-    timestamp: str | None = None
-
-
-class _FileHead(msgspec.Struct):
-    event_id: str | None = None
-    source_type: str | None = None
 
 
 _split = msgspec.json.Decoder(list[msgspec.Raw])
 _head = msgspec.json.Decoder(_Head)
-_file_head = msgspec.json.Decoder(_FileHead)
+
+
+# What one remembered id costs beyond its characters: the str object, its set slot and its list slot.
+ID_OVERHEAD_BYTES = 49 + 2 * 8 + 8 + 8
 
 
 class Deduper:
     """Event ids seen recently, so a batch Ray sends again after a timeout is stored once.
 
-    Bounded: ids are forgotten oldest first past `capacity`. Ray retries within seconds, and the
-    server de-duplicates by event id anyway; this keeps the archive from carrying the repeats.
+    Bounded in bytes: ids are forgotten oldest batch first past `max_bytes`. Ray retries within
+    seconds, and the server de-duplicates by event id anyway; this keeps the archive from carrying
+    the repeats.
     """
 
-    def __init__(self, capacity: int = 1_000_000) -> None:
-        self.capacity = capacity
+    def __init__(self, max_bytes: int = 128 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._seen: set[str] = set()
-        self._order: deque[list[str]] = deque()
+        self._order: deque[tuple[list[str], int]] = deque()
 
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._seen
 
     def add(self, event_ids: list[str]) -> None:
+        cost = sum(len(event_id) for event_id in event_ids) + ID_OVERHEAD_BYTES * len(event_ids)
         self._seen.update(event_ids)
-        self._order.append(event_ids)
-        while len(self._seen) > self.capacity and self._order:
-            self._seen.difference_update(self._order.popleft())
+        self._order.append((event_ids, cost))
+        self.bytes += cost
+        while self.bytes > self.max_bytes and self._order:
+            forgotten, freed = self._order.popleft()
+            self._seen.difference_update(forgotten)
+            self.bytes -= freed
 
 
 @dataclass
@@ -89,36 +94,31 @@ class Ingest:
             raws = _split.decode(body)
         except msgspec.DecodeError as exc:
             raise BadBody(f"the body must be a JSON array of Ray events: {exc}") from exc
+        except RecursionError as exc:
+            raise BadBody("the body is nested too deeply to be Ray events (at most a few hundred levels)") from exc
+        session = self.session or None
         good: list[tuple[str, bytes]] = []
         bad: list[bytes] = []
         for raw in raws:
             event = bytes(raw)
-            try:
-                head = _head.decode(event)
-            except msgspec.DecodeError as exc:
-                bad.append(quarantine_item(event, f"not an event object: {exc}"))
-                continue
-            event_id = head.eventId or head.event_id
-            if not event_id or not (head.eventType or head.event_type) or not head.timestamp:
-                bad.append(quarantine_item(event, "missing eventId, eventType or timestamp"))
-                continue
-            good.append((event_id, event))
+            problem = _problem(event, lambda item: ray_event_to_row(item, default_session=session))
+            if problem is None:
+                good.append((_event_id(event), event))
+            else:
+                bad.append(quarantine_item(event, problem))
         return self._spool("ray", self.session, good, bad)
 
     def file_lines(self, kind: str, session: str, lines: Iterable[bytes]) -> Accepted:
         """Lines tailed from an export or legacy event file."""
+        to_row = export_event_to_row if kind == "export" else legacy_event_to_row
         good: list[tuple[str, bytes]] = []
         bad: list[bytes] = []
         for line in lines:
-            try:
-                head = _file_head.decode(line)
-            except msgspec.DecodeError as exc:
-                bad.append(quarantine_item(line, f"not a JSON event line: {exc}"))
-                continue
-            if not head.event_id or not head.source_type:
-                bad.append(quarantine_item(line, "missing event_id or source_type"))
-                continue
-            good.append((head.event_id, line))
+            problem = _problem(line, lambda item: to_row(item, session, self.node_id))
+            if problem is None:
+                good.append((_event_id(line), line))
+            else:
+                bad.append(quarantine_item(line, problem))
         return self._spool(kind, session, good, bad)
 
     def polled(self, kind: str, session: str, body: bytes) -> None:
@@ -155,15 +155,28 @@ class Ingest:
         return result
 
 
+def _problem(event: bytes, to_row: Callable[[object], object]) -> str | None:
+    """Why the archive could not hold this event, or None: the whole conversion, run once at the door."""
+    try:
+        to_row(msgspec.json.decode(event))
+    except msgspec.DecodeError as exc:
+        return f"not a JSON event: {exc}"
+    except MalformedEvent as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    except Exception as exc:  # whatever else a hostile event finds: quarantined alone
+        return f"cannot be converted: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _event_id(event: bytes) -> str:
+    head = _head.decode(event)
+    return head.eventId or head.event_id or ""
+
+
 def remembered_ids(record: Record) -> list[str]:
     """The ids of a spooled record, to rebuild the Deduper after a restart."""
-    if record.kind == "quarantine":
+    if record.kind not in ("ray", "export", "legacy"):
         return []
-    ids = []
-    for raw in _split.decode(record.body):
-        if record.kind == "ray":
-            head = _head.decode(raw)
-            ids.append(head.eventId or head.event_id or "")
-        else:
-            ids.append(_file_head.decode(raw).event_id or "")
-    return ids
+    return [_event_id(bytes(raw)) for raw in _split.decode(record.body)]

@@ -22,9 +22,17 @@ class CollectorMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.requests_rejected = Counter(
-            f"{ns}_requests_rejected", "POSTs refused, by reason (bad_body, spool_full, spool_error).",
+            f"{ns}_requests_rejected",
+            "POSTs refused, by reason (bad_body, too_large, timeout, spool_full, spool_error).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.segments_set_aside = Counter(
+            f"{ns}_segments_set_aside", "Spool segments that could not be converted at all, moved to "
+            "spool/unshippable/ (their events are not in the archive).", registry=self.registry,
+        )  # fmt: skip
+        self.bytes_set_aside = Counter(
+            f"{ns}_bytes_set_aside", "Bytes of the spool segments set aside.", registry=self.registry
+        )
         self.spool_bytes = Gauge(f"{ns}_spool_bytes", "Bytes waiting in the spool.", registry=self.registry)
         self.parts_uploaded = Counter(
             f"{ns}_parts_uploaded", "Parquet parts written to the archive.", ["kind"], registry=self.registry

@@ -18,13 +18,12 @@ from typing import Any, Literal
 import msgspec
 
 from archive.events import (
-    MalformedEvent,
     dashboard_answer_to_rows,
     export_event_to_row,
     legacy_event_to_row,
     ray_event_to_row,
 )
-from archive.layout import PartKind
+from archive.layout import InvalidName, PartKind, check_name
 from archive.parquet import rows_to_table, table_to_parquet
 from archive.schema import EVENTS, METRICS
 
@@ -51,6 +50,7 @@ class Record(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)
+_split = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 def encode_record(record: Record) -> bytes:
@@ -101,7 +101,24 @@ class ConvertedSegment:
 
 
 def _record_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
-    """The kind of rows a record gives, its rows, and how many of its items went to quarantine."""
+    """The kind of rows a record gives, its rows, and how many of its items went to quarantine.
+
+    Events were checked when they were received; should one still fail here (a record spooled by an
+    older collector, a bug), it goes to quarantine alone and its neighbours are kept.
+    """
+    try:
+        return _polled_rows(record) if record.kind in ("scrape", "dashboard") else _event_rows(record)
+    except Exception as exc:  # a record that cannot be read costs only itself
+        log.error("a %s record received at %d could not be converted; it is quarantined whole: %s",
+                  record.kind, record.received_ns, exc)  # fmt: skip
+        return "events", [_quarantine_row(record, _raw_item(record.body, f"unreadable {record.kind} record: {exc}"))], 1
+
+
+def _raw_item(raw: bytes, reason: str) -> dict[str, Any]:
+    return msgspec.json.decode(quarantine_item(raw, reason))
+
+
+def _polled_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
     if record.kind == "scrape":
         scrape = msgspec.json.decode(record.body, type=Scrape)
         try:
@@ -116,23 +133,26 @@ def _record_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
             answer.endpoint, msgspec.json.decode(answer.answer), session, record.node_id, record.received_ns
         )
         return "events", rows, 0
-    items = msgspec.json.decode(record.body)
+
+
+def _event_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
+    if record.kind == "quarantine":
+        items = msgspec.json.decode(record.body)
+        return "events", [_quarantine_row(record, item) for item in items], len(items)
     session = record.session or None
     rows = []
     bad = 0
-    for item in items:
+    for raw in _split(record.body):
         try:
+            item = msgspec.json.decode(raw)
             if record.kind == "ray":
                 rows.append(ray_event_to_row(item, default_session=session))
             elif record.kind == "export":
                 rows.append(export_event_to_row(item, record.session, record.node_id))
-            elif record.kind == "legacy":
-                rows.append(legacy_event_to_row(item, record.session, record.node_id))
             else:
-                rows.append(_quarantine_row(record, item))
-                bad += 1
-        except MalformedEvent as exc:
-            rows.append(_quarantine_row(record, {"reason": str(exc), "raw": msgspec.json.encode(item).decode()}))
+                rows.append(legacy_event_to_row(item, record.session, record.node_id))
+        except Exception as exc:  # one bad event never costs another
+            rows.append(_quarantine_row(record, _raw_item(bytes(raw), str(exc))))
             bad += 1
     return "events", rows, bad
 
@@ -155,19 +175,26 @@ def _convert_segment(path: Path) -> ConvertedSegment:
     events: dict[str, list[dict[str, Any]]] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
     seen: set[str] = set()
-    for raw in read_records(path):
-        record = decode_record(raw)
-        kind, rows, bad = _record_rows(record)
+    for index, raw in enumerate(read_records(path)):
+        try:
+            record = decode_record(raw)
+        except msgspec.DecodeError as exc:
+            # Framing and checksum held, so this is a bug, not a torn write: keep the bytes, lose nothing else.
+            record = Record("quarantine", UNKNOWN_SESSION, None, index, b"[]")
+            rows = [_quarantine_row(record, _raw_item(raw, f"unreadable spool record: {exc}"))]
+            kind, bad = "events", 1
+        else:
+            kind, rows, bad = _record_rows(record)
         result.quarantined += bad
         if kind == "metrics":
-            samples.setdefault(record.session or UNKNOWN_SESSION, []).extend(rows)
+            samples.setdefault(_part_session(record.session), []).extend(rows)
             continue
         for row in rows:
             if row["event_id"] in seen:
                 result.duplicates += 1
                 continue
             seen.add(row["event_id"])
-            events.setdefault(row["session_name"], []).append(row)
+            events.setdefault(_part_session(row["session_name"]), []).append(row)
     for session, rows in events.items():
         # Grouping rows of a kind together lets zstd find the repeats: parts shrink by a quarter.
         rows.sort(key=lambda row: (row["event_type"], row["timestamp"]))
@@ -179,3 +206,11 @@ def _convert_segment(path: Path) -> ConvertedSegment:
         result.parts["metrics", session] = table_to_parquet(rows_to_table(rows, METRICS))
         result.rows["metrics", session] = len(rows)
     return result
+
+
+def _part_session(session: str | None) -> str:
+    """The session whose key a part goes under; rows of a session that cannot be a key go to the unknown one."""
+    try:
+        return check_name("session", session or UNKNOWN_SESSION)
+    except InvalidName:
+        return UNKNOWN_SESSION

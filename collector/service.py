@@ -14,7 +14,7 @@ import uvicorn
 from archive.storage import Storage, StorageError
 
 from . import raysession
-from .app import create_app
+from .app import create_app, guarded_protocol
 from .config import CollectorConfig
 from .ingest import Deduper, Ingest, remembered_ids
 from .logs import LogShipper
@@ -23,12 +23,14 @@ from .polling import Poller
 from .records import decode_record
 from .sessions import SessionDocuments, SessionFacts
 from .shipper import Loop, Shipper
-from .spool import Spool, read_records
+from .spool import Spool, SpoolTarget, read_records
 from .tailer import EventFileTailer
 
 log = logging.getLogger(__name__)
 
 WORK_INTERVAL = 0.5
+# How long past the shutdown deadline the final markers may take before the collector leaves anyway.
+DEADLINE_SLACK = 1.0
 POLL_TICK = 1.0
 
 
@@ -37,7 +39,8 @@ class Collector:
         self.config = config
         self.storage = storage
         self.metrics = CollectorMetrics()
-        self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.segment_max_bytes)
+        target = SpoolTarget(storage.uri, config.namespace, config.cluster, config.node)
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.segment_max_bytes, target)
         self.ingest = Ingest(self.spool, self._rebuild_deduper(), self.metrics)
         self.documents = SessionDocuments(config, storage)
         self.shipper = Shipper(config, self.spool, storage, self.documents, self.metrics)
@@ -48,7 +51,7 @@ class Collector:
             config.logs, config.ray_temp_dir, config.node, storage, self.documents.ref, self.metrics,
             config.spool_dir / "log-offsets.json",
         )  # fmt: skip
-        self.app = create_app(self.ingest, self.metrics)
+        self.app = create_app(self.ingest, self.metrics, config)
         self.current_session: str | None = None
         self._loop = Loop("collector-work", WORK_INTERVAL, self._work)
         self._log_loop = Loop("collector-logs", config.logs.interval, self._ship_logs)
@@ -62,7 +65,7 @@ class Collector:
 
     def _rebuild_deduper(self) -> Deduper:
         """Ids already spooled but not shipped are remembered across a restart."""
-        deduper = Deduper(self.config.dedup_capacity)
+        deduper = Deduper(self.config.dedup_max_bytes)
         for segment in self.spool.sealed_segments():
             for raw in read_records(segment.path):
                 deduper.add(remembered_ids(decode_record(raw)))
@@ -135,8 +138,8 @@ class Collector:
         self._log_loop.start()
         self._poll_loop.start()
 
-    def serve(self) -> None:
-        """Serve until SIGTERM/SIGINT or request_stop(), then flush everything within the deadline."""
+    def serve(self) -> bool:
+        """Serve until SIGTERM/SIGINT or request_stop(), then flush within the deadline. True if all shipped."""
         stop_requested_at: list[float] = []
         # Uvicorn restores and re-raises the signal after it stops: ours must be harmless then.
         if threading.current_thread() is threading.main_thread():
@@ -145,15 +148,30 @@ class Collector:
         config = uvicorn.Config(
             self.app, host=self.config.listen_host, port=self.config.listen_port,
             log_level="warning", lifespan="off", timeout_graceful_shutdown=3,
+            http=guarded_protocol(self.config.max_connections, self.config.read_timeout),
+            timeout_keep_alive=min(5, self.config.read_timeout),
         )  # fmt: skip
         self._server = uvicorn.Server(config)
         self.start()
         self._server.run()
-        self.shutdown(deadline=min(stop_requested_at or [time.monotonic()]) + self.config.shutdown_deadline)
+        return self.shutdown_within(min(stop_requested_at or [time.monotonic()]) + self.config.shutdown_deadline)
 
     def request_stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+    def shutdown_within(self, deadline: float) -> bool:
+        """shutdown(), given up at the deadline whatever the object store does (a pod is killed then)."""
+        done: list[bool] = []
+        flush = threading.Thread(target=lambda: done.append(self.shutdown(deadline)), name="collector-flush",
+                                 daemon=True)  # fmt: skip
+        flush.start()
+        flush.join(max(0.0, deadline - time.monotonic()) + DEADLINE_SLACK)
+        if not done:
+            log.error("the shutdown deadline passed while the archive did not answer: %d bytes stay in the spool "
+                      "at %s and ship on next start", self.spool.size_bytes, self.config.spool_dir)  # fmt: skip
+            return False
+        return done[0]
 
     def shutdown(self, deadline: float) -> bool:
         """Stop taking data, ship all of it, write the final markers. True if nothing was left behind."""
@@ -170,17 +188,26 @@ class Collector:
         # What the dashboard knows at the very end (the final state of placement groups and jobs).
         self.poller.poll_dashboard(final=True, deadline=deadline)
         self.spool.seal()
+        # The last moments are kept for the final markers and closed.json.
+        uploads_until = deadline - min(2.0, 0.1 * self.config.shutdown_deadline)
         events_complete = logs_complete = False
-        while time.monotonic() < deadline and not (events_complete and logs_complete):
-            events_complete = events_complete or self.shipper.ship_sealed(deadline)
-            logs_complete = logs_complete or self._ship_logs(final=True, deadline=deadline)
+        while time.monotonic() < uploads_until and not (events_complete and logs_complete):
+            events_complete = events_complete or self.shipper.ship_sealed(uploads_until)
+            logs_complete = logs_complete or self._ship_logs(final=True, deadline=uploads_until)
             if not (events_complete and logs_complete):
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(1.0, max(0.0, uploads_until - time.monotonic())))
         complete = events_complete and logs_complete
         self.shipper.close()
         self._heartbeat(final=complete)
-        if self.config.is_head and self.current_session is not None:
-            self._write_closed(self.current_session, "the collector was stopped (the cluster is shutting down)")
+        if self.config.is_head:
+            # Without a session folder (a volume not mounted as expected) the sessions are those the events named.
+            for session in [self.current_session] if self.current_session else self.documents.live():
+                self._write_closed(session, "the collector was stopped (the cluster is shutting down)")
+        self.spool.close()
+        if self.shipper.segments_set_aside:
+            complete = False
+            log.error("%d spool segments could not be converted and are NOT in the archive: they are kept in %s",
+                      self.shipper.segments_set_aside, self.config.spool_dir / "unshippable")  # fmt: skip
         if complete:
             log.info("collector stopped: everything is in the archive")
         if not events_complete:

@@ -54,6 +54,10 @@ class SessionDocuments:
             known.ray_node_id = facts.ray_node_id or known.ray_node_id
             known.start_time_ms = min(known.start_time_ms, facts.start_time_ms)
 
+    def live(self) -> list[str]:
+        """Sessions seen that Ray has not moved on from."""
+        return [session for session in self.sessions if session not in self.retired]
+
     def write_manifests(self) -> None:
         """The head writes each session's manifest, again only when something in it changed."""
         if not self.config.is_head:

@@ -57,6 +57,7 @@ class Shipper:
         self.events_uploaded = 0
         self.parts_uploaded = 0
         self.quarantined = 0
+        self.segments_set_aside = 0
         self._executor: Executor | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -91,9 +92,14 @@ class Shipper:
             self._failed(exc)
             return False
         except Exception:
-            # A segment that cannot be converted must not block the ones behind it; keep it aside.
+            # Conversion quarantines bad events one by one, so this is a segment that cannot be read at
+            # all (a bug, a disk error): it must not block the ones behind it, nor vanish unannounced.
             kept = self.spool.set_aside(segment)
-            log.exception("could not convert spool segment %s; kept at %s for inspection", segment.path, kept)
+            self.segments_set_aside += 1
+            self.metrics.segments_set_aside.inc()
+            self.metrics.bytes_set_aside.inc(segment.size)
+            log.exception("COULD NOT CONVERT spool segment %s (%d bytes of acknowledged data): it is NOT in the "
+                          "archive; kept at %s for inspection", segment.path, segment.size, kept)  # fmt: skip
             return True
         try:
             for (kind, session), data in converted.parts.items():

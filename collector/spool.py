@@ -7,10 +7,15 @@ sealed and shipped again under the same part name, so the archive never holds a 
 
 Record framing: u32 length, u32 crc32, then the record. A torn last record (a crash mid-write, so
 never acknowledged) fails its check and ends the segment.
+
+A spool belongs to one collector: it records the target its records were acknowledged for (archive,
+namespace, cluster, node) and is locked while open, so leftovers are only ever shipped where they were
+meant to go.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -37,11 +42,28 @@ class SpoolWriteError(Exception):
     """The record could not be made durable (disk full, I/O error); nothing of it was kept."""
 
 
+class SpoolInUse(Exception):
+    """Another collector holds this spool, or it holds data acknowledged for another target."""
+
+
+class SpoolTarget(msgspec.Struct, frozen=True):
+    """Where a spool's records go: the collector they were acknowledged by."""
+
+    archive: str
+    namespace: str
+    cluster: str
+    node: str
+
+    def __str__(self) -> str:
+        return f"{self.archive} as {self.namespace}/{self.cluster} node {self.node}"
+
+
 class SpoolState(msgspec.Struct):
     """Persisted so part names stay unique across restarts and across a spool wiped with its pod."""
 
     spool_id: str
     next_seq: int
+    target: SpoolTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -72,27 +94,54 @@ def write_file_atomic(path: Path, data: bytes) -> None:
 
 
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int, segment_max_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int, segment_max_bytes: int, target: SpoolTarget | None = None
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_max_bytes = segment_max_bytes
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock_handle = _lock_directory(directory)
         self._lock = threading.Lock()
         self._state_path = directory / "state.json"
         self._active: _ActiveSegment | None = None
-        self._state = self._load_state()
+        try:
+            self._state = self._load_state(target)
+        except BaseException:
+            self._lock_handle.close()
+            raise
         self._bytes = sum(p.stat().st_size for p in directory.glob(_SEGMENT_GLOB))
 
-    def _load_state(self) -> SpoolState:
+    def _load_state(self, target: SpoolTarget | None) -> SpoolState:
         if self._state_path.exists():
             state = msgspec.json.decode(self._state_path.read_bytes(), type=SpoolState)
         else:
             state = SpoolState(spool_id=f"{time.time_ns() // 1_000_000:013d}", next_seq=0)
+        if target is not None and state.target not in (None, target):
+            self._retarget(state.target, target)
+            state = SpoolState(spool_id=f"{time.time_ns() // 1_000_000:013d}", next_seq=0)
+        state.target = target or state.target
         # Segments left on disk by a crash are sealed now; new ones start after them.
         on_disk = [_seq_of(path) for path in self.directory.glob(_SEGMENT_GLOB)]
         state.next_seq = max([state.next_seq, *(s + 1 for s in on_disk)])
         write_file_atomic(self._state_path, msgspec.json.encode(state))
         return state
+
+    def _retarget(self, old: SpoolTarget, new: SpoolTarget) -> None:
+        """Take over a spool another target left empty; refuse one that still holds its data."""
+        leftovers = [*self.directory.glob(_SEGMENT_GLOB), *self.directory.glob(f"unshippable/{_SEGMENT_GLOB}")]
+        if leftovers:
+            size = sum(path.stat().st_size for path in leftovers)
+            raise SpoolInUse(
+                f"the spool at {self.directory} holds {size} bytes acknowledged for {old}, not for {new}. "
+                "Start the collector of that target on this spool so it ships them, or give this collector "
+                "its own --spool-dir."
+            )
+        log.warning("spool %s was used for %s; it now serves %s (it held no data)", self.directory, old, new)
+        # The read positions of the old target's files mean nothing for the new one.
+        for path in self.directory.iterdir():
+            if path.is_file() and path.name not in ("state.json", _LOCK_NAME):
+                path.unlink()
 
     @property
     def spool_id(self) -> str:
@@ -176,6 +225,29 @@ class Spool:
 
     def close(self) -> None:
         self.seal()
+        self._lock_handle.close()
+
+
+_LOCK_NAME = "lock"
+
+
+def _lock_directory(directory: Path):  # type: ignore[no-untyped-def]
+    """Hold an exclusive lock on the spool for this process's lifetime (the kernel drops it at exit)."""
+    handle = open(directory / _LOCK_NAME, "a+")  # noqa: SIM115 - held until close
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SpoolInUse(
+            f"the spool at {directory} is in use by {holder}: every collector needs a --spool-dir of its own"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"collector pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 class _ActiveSegment:

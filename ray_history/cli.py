@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,8 @@ def archive_settings(func: Callable[..., Any]) -> Callable[..., Any]:
         setting("--s3-region", ["RAY_HISTORY_S3_REGION", "AWS_REGION"], "S3 region.", default=None),
         setting("--s3-path-style/--s3-virtual-hosted", "RAY_HISTORY_S3_PATH_STYLE",
                 "Path-style addressing (what MinIO and SeaweedFS want).", default=True),
+        setting("--s3-timeout", "RAY_HISTORY_S3_TIMEOUT", "Seconds one S3 request may wait for an answer "
+                "(3 attempts at most).", default=30.0, type=click.FloatRange(min=0.1)),
     ]  # fmt: skip
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -63,8 +66,9 @@ cache_setting = setting(
 )  # fmt: skip
 
 
-def open_archive(archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool) -> Storage:
-    return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style).open()
+def open_archive(archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool,
+                 s3_timeout: float) -> Storage:  # fmt: skip
+    return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout).open()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -128,9 +132,45 @@ def main(log_level: str) -> None:
 @setting(
     "--spool-dir",
     "RAY_HISTORY_SPOOL_DIR",
-    "Local write-ahead spool directory.",
-    default="/tmp/ray-history-spool",
+    "Local write-ahead spool directory, one per collector; in a pod, a volume that outlives the container "
+    "(default: a folder of this collector's own under the temp dir).",
+    default=None,
     type=click.Path(path_type=Path),
+)
+@setting(
+    "--max-body-mib",
+    "RAY_HISTORY_MAX_BODY_MIB",
+    "Largest POST body accepted (413 past it); Ray sends at most 1,000 events, about 1 MiB.",
+    default=64,
+    type=click.IntRange(min=1),
+)
+@setting(
+    "--max-inflated-mib",
+    "RAY_HISTORY_MAX_INFLATED_MIB",
+    "Largest size a gzip body may inflate to (413 past it).",
+    default=256,
+    type=click.IntRange(min=1),
+)
+@setting(
+    "--read-timeout",
+    "RAY_HISTORY_READ_TIMEOUT",
+    "Seconds a client may take to send a request; idle or slow connections are closed after it.",
+    default=30.0,
+    type=click.FloatRange(min=0.1),
+)
+@setting(
+    "--max-connections",
+    "RAY_HISTORY_MAX_CONNECTIONS",
+    "Connections the receiver holds open at once; more are closed at once.",
+    default=256,
+    type=click.IntRange(min=1),
+)
+@setting(
+    "--dedup-max-mib",
+    "RAY_HISTORY_DEDUP_MAX_MIB",
+    "Memory for the ids of recent events, to drop batches Ray sends twice (oldest forgotten first).",
+    default=128,
+    type=click.IntRange(min=1),
 )
 @setting(
     "--spool-max-mib",
@@ -239,9 +279,10 @@ def main(log_level: str) -> None:
 @setting("--priority-class", ["RAY_HISTORY_PRIORITY_CLASS", "PRIORITY_CLASS_NAME"], "Priority class (default: "
          "the pod's kueue.x-k8s.io/priority-class).", default=None)  # fmt: skip
 def collect(
-    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool,
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
     listen: tuple[str, int], ray_temp_dir: Path, namespace: str, cluster: str | None, node: str | None, role: str,
-    owner_kind: str | None, owner_name: str | None, label: dict[str, str], spool_dir: Path,
+    owner_kind: str | None, owner_name: str | None, label: dict[str, str], spool_dir: Path | None,
+    max_body_mib: int, max_inflated_mib: int, read_timeout: float, max_connections: int, dedup_max_mib: int,
     spool_max_mib: int, segment_max_mib: int, seal_interval: float, tail_interval: float,
     heartbeat_interval: float, shutdown_deadline: float, log_interval: float, log_exclude: tuple[str, ...],
     log_max_file_mib: int, metrics_interval: float, metrics_port: int | None, dashboard_url: str,
@@ -252,6 +293,7 @@ def collect(
     from collector.podinfo import kubernetes_facts, read_pod_metadata
     from collector.polling import PollSettings
     from collector.service import Collector
+    from collector.spool import SpoolInUse
 
     host, port = listen
     pod_labels, pod_annotations = read_pod_metadata(pod_info_dir)
@@ -264,6 +306,8 @@ def collect(
         cluster=cluster, role=role.lower(), owner_kind=owner_kind, owner_name=owner_name,
         labels={**pod_labels, **label}, kubernetes=kubernetes,
         spool_dir=spool_dir, spool_max_bytes=spool_max_mib * MIB, segment_max_bytes=segment_max_mib * MIB,
+        max_body_bytes=max_body_mib * MIB, max_inflated_bytes=max_inflated_mib * MIB, read_timeout=read_timeout,
+        max_connections=max_connections, dedup_max_bytes=dedup_max_mib * MIB,
         seal_interval=seal_interval, tail_interval=tail_interval, heartbeat_interval=heartbeat_interval,
         shutdown_deadline=shutdown_deadline,
         logs=LogSettings(interval=log_interval, exclude=tuple(log_exclude), max_file_bytes=log_max_file_mib * MIB),
@@ -271,13 +315,22 @@ def collect(
                              dashboard_url=dashboard_url or None, dashboard_interval=dashboard_interval),
         **({"node": node} if node else {}),
     )  # fmt: skip
-    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style)
+    # One attempt of a call must fit the shutdown deadline three times over (boto3 tries three times).
+    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, min(s3_timeout, shutdown_deadline / 4))
     click.echo(
         f"collector for {namespace}/{cluster} node {config.node}: listening on http://{host}:{port}/v1/events, "
-        f"archive {storage.uri}, spool {spool_dir}",
+        f"archive {storage.uri}, spool {config.spool_dir}",
         err=True,
     )
-    Collector(config, storage).serve()
+    try:
+        collector = Collector(config, storage)
+    except SpoolInUse as exc:
+        raise click.ClickException(str(exc)) from exc
+    complete = collector.serve()
+    # Past the deadline a flush may still be waiting on the object store: leave now, as the pod must.
+    # What was not shipped stays in the spool, and the next start ships it.
+    logging.shutdown()
+    os._exit(0 if complete else 1)
 
 
 @main.command()
@@ -328,7 +381,8 @@ def collect(
     default=True,
 )
 def serve(
-    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, listen: tuple[str, int],
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
+    listen: tuple[str, int],
     cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
     sql_timeout: float, sql_max_rows: int, index_jobs: bool,
 ) -> None:  # fmt: skip
@@ -338,7 +392,7 @@ def serve(
     from historyserver.app import create_app
     from historyserver.server import HistoryServer, ServerSettings
 
-    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style)
+    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout)
     settings = ServerSettings(
         cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
         max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
@@ -374,7 +428,8 @@ def serve(
 @setting("--max-rows", "RAY_HISTORY_SQL_MAX_ROWS", "Rows to return at most.", default=100_000,
          type=click.IntRange(min=1))  # fmt: skip
 def sql(
-    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, query: str,
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
+    query: str,
     session: str | None, format: str, output: Path | None, cache_dir: Path, timeout: float, max_rows: int,
 ) -> None:  # fmt: skip
     """Run one read-only SQL query over the views sessions, jobs, tasks, actors, nodes, workers,
@@ -386,7 +441,7 @@ def sql(
 
     if format == "parquet" and output is None:
         raise click.UsageError("Parquet is binary: give --output FILE")
-    history = HistoryServer(open_archive(archive, s3_endpoint, s3_region, s3_path_style),
+    history = HistoryServer(open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout),
                             ServerSettings(cache_dir=cache_dir))  # fmt: skip
     history.catalog.refresh()
     try:

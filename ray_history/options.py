@@ -13,6 +13,7 @@ class ArchiveOptions:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_path_style: bool = True
+    s3_timeout: float = 30.0
 
     def s3(self) -> S3Options:
         """Flags win over the AWS environment variables boto3 would read anyway."""
@@ -23,6 +24,7 @@ class ArchiveOptions:
             path_style=self.s3_path_style,
             access_key=base.access_key,
             secret_key=base.secret_key,
+            timeout=self.s3_timeout,
         )
 
     def open(self) -> Storage:

@@ -67,13 +67,14 @@ def test_malformed_events_are_quarantined_and_the_good_ones_kept(tmp_path: Path,
     with collector_thread(tmp_path) as collector:
         answer = httpx.post(f"{collector.url}/v1/events", json=batch)
         assert answer.status_code == 200
-        assert answer.json() == {"accepted": len(good) + 1, "duplicates": 0, "quarantined": 2}
+        # Every event is converted once at the door: the bad timestamp is refused there too, not later.
+        assert answer.json() == {"accepted": len(good), "duplicates": 0, "quarantined": 3}
         metrics = httpx.get(f"{collector.url}/metrics").text
-    assert "ray_history_collector_events_quarantined_total 2.0" in metrics
+    assert "ray_history_collector_events_quarantined_total 3.0" in metrics
     rows = archived_rows(tmp_path / "archive")
     quarantined = [row for row in rows if row["event_type"] == "QUARANTINED_EVENT"]
-    # Two refused at the door, one (the bad timestamp) when its row was built: all three kept.
     assert len(quarantined) == 3
+    assert any("not RFC 3339" in json.loads(row["payload"])["reason"] for row in quarantined)
     assert {json.loads(row["payload"]).get("raw") for row in quarantined} >= {'{"no":"id"}', "42"}
     assert len([row for row in rows if row["event_type"] != "QUARANTINED_EVENT"]) == len(good)
 

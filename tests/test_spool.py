@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
 from collector import spool as spool_module
-from collector.spool import Spool, SpoolFull, SpoolWriteError, read_records
+from collector.spool import Spool, SpoolFull, SpoolInUse, SpoolTarget, SpoolWriteError, read_records
 
 
 def _records(spool: Spool) -> list[bytes]:
@@ -62,7 +63,8 @@ def test_after_a_crash_open_segments_are_sealed_and_names_never_repeat(tmp_path:
     first = Spool(tmp_path, max_bytes=1 << 20, segment_max_bytes=1 << 20)
     first.append(b"acknowledged before the crash")
     crashed_segment = first._active.path  # type: ignore[union-attr]
-    # No seal, no close: the process died. A new spool on the same directory takes over.
+    # No seal, no close: the process died, and with it its lock. A new spool on the same directory takes over.
+    first._lock_handle.close()
     second = Spool(tmp_path, max_bytes=1 << 20, segment_max_bytes=1 << 20)
     assert [segment.path for segment in second.sealed_segments()] == [crashed_segment]
     assert _records(second) == [b"acknowledged before the crash"]
@@ -111,3 +113,34 @@ def test_a_segment_being_opened_is_never_listed_as_sealed(tmp_path: Path, monkey
     for lister in listers:
         lister.join()
     assert listed == []
+
+
+TARGET_A = SpoolTarget("s3://bucket/history", "team-a", "train", "head-0")
+TARGET_B = SpoolTarget("s3://bucket/history", "team-b", "train", "head-0")
+
+
+def test_a_spool_in_use_is_refused_to_a_second_collector(tmp_path: Path) -> None:
+    first = Spool(tmp_path, 1 << 20, 1 << 20, TARGET_A)
+    with pytest.raises(SpoolInUse, match=f"in use by collector pid {os.getpid()}"):
+        Spool(tmp_path, 1 << 20, 1 << 20, TARGET_A)
+    first.close()
+    Spool(tmp_path, 1 << 20, 1 << 20, TARGET_A).close()
+
+
+def test_leftovers_are_never_shipped_for_another_target(tmp_path: Path) -> None:
+    crashed = Spool(tmp_path, 1 << 20, 1 << 20, TARGET_A)
+    crashed.append(b"team a's acknowledged event")
+    crashed._lock_handle.close()  # killed: no seal, no close
+    with pytest.raises(SpoolInUse, match=r"holds \d+ bytes acknowledged for s3://bucket/history as team-a/train"):
+        Spool(tmp_path, 1 << 20, 1 << 20, TARGET_B)
+    # Its own collector, started again, finds them and ships them.
+    again = Spool(tmp_path, 1 << 20, 1 << 20, TARGET_A)
+    assert _records(again) == [b"team a's acknowledged event"]
+    again.remove(again.sealed_segments()[0])
+    again.close()
+    # Emptied, the folder may serve another target; the old target's read positions go with it.
+    (tmp_path / "tail-offsets.json").write_text("{}")
+    taken = Spool(tmp_path, 1 << 20, 1 << 20, TARGET_B)
+    assert not (tmp_path / "tail-offsets.json").exists()
+    assert taken.sealed_segments() == []
+    taken.close()

@@ -69,11 +69,12 @@ def test_offsets_survive_a_restart_and_partial_lines_wait(tmp_path: Path) -> Non
     path.write_text(_line("e1") + _line("e2")[:20])  # the second line is still being written
     tailer, spool = _tailer(tmp_path)
     tailer.poll()
+    spool.close()  # the collector's process ends
     with open(path, "a") as handle:
         handle.write(_line("e2")[20:] + _line("e3"))
-    restarted, _ = _tailer(tmp_path)  # a new collector process on the same spool
+    restarted, restarted_spool = _tailer(tmp_path)  # a new collector process on the same spool
     restarted.poll()
-    assert [row["event_id"] for row in _shipped(spool)] == ["e1", "e2", "e3"]
+    assert [row["event_id"] for row in _shipped(restarted_spool)] == ["e1", "e2", "e3"]
 
 
 def test_rotated_and_truncated_files_lose_and_repeat_nothing(tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ class S3Options:
     access_key: str | None = None
     # Kept out of repr so that logging the options never leaks the secret.
     secret_key: str | None = field(default=None, repr=False)
+    # Seconds one attempt may wait for an answer (boto3 tries 3 times); a store that hangs fails in time.
+    timeout: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> S3Options:

@@ -46,8 +46,8 @@ def _client_config(options: S3Options) -> Config:
         "signature_version": "s3v4",
         # A store that is down must fail in seconds, not hang a collector flush or a page load:
         # the callers have their own retry loops (the collector keeps its spool and tries later).
-        "connect_timeout": 5,
-        "read_timeout": 30,
+        "connect_timeout": min(5.0, options.timeout),
+        "read_timeout": options.timeout,
         "retries": {"mode": "standard", "max_attempts": 3},
     }
     if options.region:
