@@ -209,7 +209,8 @@ class Collector:
             log.error("%d spool segments could not be converted and are NOT in the archive: they are kept in %s",
                       self.shipper.segments_set_aside, self.config.spool_dir / "unshippable")  # fmt: skip
         if complete:
-            log.info("collector stopped: everything is in the archive")
+            log.info("collector stopped: everything is in the archive (%d malformed events among it, quarantined "
+                     "with their reasons)", self.shipper.quarantined)  # fmt: skip
         if not events_complete:
             log.error("collector stopped with %d bytes still in the spool at %s; they ship on next start",
                       self.spool.size_bytes, self.config.spool_dir)  # fmt: skip

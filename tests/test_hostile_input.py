@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -215,8 +216,10 @@ def test_the_shutdown_deadline_holds_while_the_store_hangs_and_the_next_start_sh
 
     threading.Thread(target=hold, daemon=True).start()
     env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1"}
+    bucket = f"deadline-{uuid.uuid4().hex[:8]}"  # moto's servers in one process share their buckets
+    archive = f"s3://{bucket}/ray"
     port = free_port()
-    command = collector_command("s3://archive/ray", port, tmp_path / "spool", tmp_path / "ray",
+    command = collector_command(archive, port, tmp_path / "spool", tmp_path / "ray",
                                 "--seal-interval", "0.5", "--shutdown-deadline", "4")  # fmt: skip
     events = [{"eventId": f"{n:08d}".encode().hex() + "AA==", "eventType": "TASK_DEFINITION_EVENT",
                "timestamp": "2026-11-28T19:04:08Z", "sessionName": SESSION} for n in range(50)]  # fmt: skip
@@ -243,12 +246,12 @@ def test_the_shutdown_deadline_holds_while_the_store_hangs_and_the_next_start_sh
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=moto, verbose=False)
     server.start()
     try:
-        create_bucket(f"http://127.0.0.1:{moto}", "k", "s", "archive")
+        create_bucket(f"http://127.0.0.1:{moto}", "k", "s", bucket)
         process = start_collector_process([*command, "--s3-endpoint", f"http://127.0.0.1:{moto}"],
                                           tmp_path / "second.log", env)  # fmt: skip
         wait_healthy(f"http://127.0.0.1:{port}")
         assert stop_collector_process(process, timeout=60) == 0
-        storage = open_storage("s3://archive/ray", S3Options(f"http://127.0.0.1:{moto}", "us-east-1", True, "k", "s"))
+        storage = open_storage(archive, S3Options(f"http://127.0.0.1:{moto}", "us-east-1", True, "k", "s"))
         ids = [row["event_id"] for info in storage.list("events/")
                for row in table_rows(parquet_to_table(storage.get(info.key)))]  # fmt: skip
         assert sorted(ids) == sorted(b64_to_hex(event["eventId"]) for event in events)
