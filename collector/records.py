@@ -24,7 +24,7 @@ from archive.events import (
     ray_event_to_row,
 )
 from archive.layout import InvalidName, PartKind, check_name
-from archive.parquet import rows_to_table, table_to_parquet
+from archive.parquet import check_row, rows_to_table, table_to_parquet
 from archive.schema import EVENTS, METRICS
 
 from .dashboard import DashboardAnswer
@@ -122,7 +122,10 @@ def _polled_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
     if record.kind == "scrape":
         scrape = msgspec.json.decode(record.body, type=Scrape)
         try:
-            return "metrics", scrape_rows(scrape, record.node_id, record.received_ns), 0
+            rows = scrape_rows(scrape, record.node_id, record.received_ns)
+            for row in rows:
+                check_row(row, METRICS)  # a sample's own timestamp can be anything
+            return "metrics", rows, 0
         except ValueError as exc:
             reason = f"unparseable Prometheus text from {scrape.target}: {exc}"
             return "events", [_quarantine_row(record, {"reason": reason, "raw": scrape.text})], 1
@@ -132,6 +135,8 @@ def _polled_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
         rows = dashboard_answer_to_rows(
             answer.endpoint, msgspec.json.decode(answer.answer), session, record.node_id, record.received_ns
         )
+        for row in rows:
+            check_row(row, EVENTS)
         return "events", rows, 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
@@ -24,6 +25,7 @@ from archive.parquet import parquet_to_table, table_rows
 from archive.storage import S3Options, open_storage
 from collector.ingest import Deduper
 from collector.records import Record, convert_segment, encode_record, json_array
+from collector.scrape import Scrape
 from collector.spool import Spool, SpoolTarget
 from ray_history.cli import main
 from ray_history.localray import collector_command, free_port, wait_healthy
@@ -120,12 +122,17 @@ def test_an_event_that_fails_only_at_conversion_costs_nobody_else(tmp_path: Path
         body = json_array([json.dumps(event).encode()])
         spool.append(encode_record(Record("ray", SESSION, None, time.time_ns(), body)))
     spool.append(b"\x93not a record")  # framed and checksummed, but no record: a bug, not a torn write
+    # A scrape whose sample carries a timestamp nanoseconds cannot hold, and a good one.
+    for text in ("ray_tasks 3 1000000000000000\n", "ray_tasks 4\n"):
+        scrape = msgspec.json.encode(Scrape(node="node-a", target="127.0.0.1:8080", text=text))
+        spool.append(encode_record(Record("scrape", SESSION, None, time.time_ns(), scrape)))
     spool.seal()
     converted = convert_segment(spool.sealed_segments()[0].path)
-    assert converted.quarantined == len(poison) + 1
-    assert converted.rows["events", SESSION] == len(good) + len(poison)
+    assert converted.quarantined == len(poison) + 2
+    assert converted.rows["events", SESSION] == len(good) + len(poison) + 1
     assert converted.rows["events", "unknown-session"] == 1
-    assert set(converted.parts) == {("events", SESSION), ("events", "unknown-session")}
+    assert converted.rows["metrics", SESSION] == 1
+    assert set(converted.parts) == {("events", SESSION), ("events", "unknown-session"), ("metrics", SESSION)}
 
 
 def test_a_body_past_the_limits_gets_413_and_a_gzip_bomb_is_never_inflated_whole(tmp_path: Path) -> None:
