@@ -11,15 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
 
-from archive.events import MalformedEvent, export_event_to_row, legacy_event_to_row, ray_event_to_row
+from archive.events import MalformedEvent
 
 from .metrics import CollectorMetrics
-from .records import Record, encode_record, json_array, quarantine_item
+from .records import Record, encode_record, event_row, json_array, quarantine_item
 from .spool import Spool
 
 
@@ -96,12 +96,11 @@ class Ingest:
             raise BadBody(f"the body must be a JSON array of Ray events: {exc}") from exc
         except RecursionError as exc:
             raise BadBody("the body is nested too deeply to be Ray events (at most a few hundred levels)") from exc
-        session = self.session or None
         good: list[tuple[str, bytes]] = []
         bad: list[bytes] = []
         for raw in raws:
             event = bytes(raw)
-            problem = _problem(event, lambda item: ray_event_to_row(item, default_session=session))
+            problem = _problem(event, "ray", self.session, self.node_id)
             if problem is None:
                 good.append((_event_id(event), event))
             else:
@@ -110,11 +109,10 @@ class Ingest:
 
     def file_lines(self, kind: str, session: str, lines: Iterable[bytes]) -> Accepted:
         """Lines tailed from an export or legacy event file."""
-        to_row = export_event_to_row if kind == "export" else legacy_event_to_row
         good: list[tuple[str, bytes]] = []
         bad: list[bytes] = []
         for line in lines:
-            problem = _problem(line, lambda item: to_row(item, session, self.node_id))
+            problem = _problem(line, kind, session, self.node_id)
             if problem is None:
                 good.append((_event_id(line), line))
             else:
@@ -155,10 +153,10 @@ class Ingest:
         return result
 
 
-def _problem(event: bytes, to_row: Callable[[object], object]) -> str | None:
+def _problem(event: bytes, kind: str, session: str, node_id: str | None) -> str | None:
     """Why the archive could not hold this event, or None: the whole conversion, run once at the door."""
     try:
-        to_row(msgspec.json.decode(event))
+        event_row(kind, msgspec.json.decode(event), session, node_id)  # type: ignore[arg-type]
     except msgspec.DecodeError as exc:
         return f"not a JSON event: {exc}"
     except MalformedEvent as exc:

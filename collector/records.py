@@ -100,6 +100,19 @@ class ConvertedSegment:
     quarantined: int = 0
 
 
+def event_row(kind: RecordKind, item: Any, session: str, node_id: str | None) -> dict[str, Any]:
+    """The events-table row of one event of a "ray", "export" or "legacy" record; MalformedEvent if none.
+
+    A Ray event names its own session (`session` is the fallback); a file's lines belong to the session
+    whose folder they were read from.
+    """
+    if kind == "ray":
+        return ray_event_to_row(item, default_session=session or None)
+    if kind == "export":
+        return export_event_to_row(item, session, node_id)
+    return legacy_event_to_row(item, session, node_id)
+
+
 def _record_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
     """The kind of rows a record gives, its rows, and how many of its items went to quarantine.
 
@@ -144,18 +157,11 @@ def _event_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
     if record.kind == "quarantine":
         items = msgspec.json.decode(record.body)
         return "events", [_quarantine_row(record, item) for item in items], len(items)
-    session = record.session or None
     rows = []
     bad = 0
     for raw in _split(record.body):
         try:
-            item = msgspec.json.decode(raw)
-            if record.kind == "ray":
-                rows.append(ray_event_to_row(item, default_session=session))
-            elif record.kind == "export":
-                rows.append(export_event_to_row(item, record.session, record.node_id))
-            else:
-                rows.append(legacy_event_to_row(item, record.session, record.node_id))
+            rows.append(event_row(record.kind, msgspec.json.decode(raw), record.session, record.node_id))
         except Exception as exc:  # one bad event never costs another
             rows.append(_quarantine_row(record, _raw_item(bytes(raw), str(exc))))
             bad += 1
