@@ -1,4 +1,5 @@
-"""The history server's HTTP face: the JSON API under /api/v1, health, readiness and metrics."""
+"""The history server's HTTP face: the JSON API under /api/v1, its pages at the same paths without the
+prefix, health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .api import entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
-from .api.common import FastJSON
+import ui
+
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
+from .views import entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
+from .views.common import FastJSON, page_context
+from .views.pages import render
 
 API = "/api/v1"
 
@@ -45,27 +50,32 @@ def create_app(history: HistoryServer) -> FastAPI:
     for name, (description, read) in gauges.items():
         Gauge(name, description, registry=registry).set_function(read)
 
-    for router in (sessions.router, jobs.router, tasks.router, entities.router, events.router, logs.router,
-                   metrics.router, timeline.router, sql.router):  # fmt: skip
-        app.include_router(router, prefix=API)
+    for module in (sessions, jobs, tasks, entities, events, logs, metrics, timeline, sql):
+        app.include_router(module.views.api, prefix=API)
+        app.include_router(module.views.pages)
+    app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/sessions")
 
     @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return _error(request, 404, "Not found", str(exc))
 
     @app.exception_handler(BadRequest)
-    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    async def bad_request(request: Request, exc: BadRequest) -> Response:
+        return _error(request, 400, "Bad request", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # Paths that match no route (including encoded attempts to climb out) get the same shape.
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return _error(request, exc.status_code, "Not found" if exc.status_code == 404 else "Error", str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"error": f"bad parameters: {reasons}"}, status_code=400)
+        return _error(request, 400, "Bad request", f"bad parameters: {reasons}")
 
     @app.middleware("http")
     async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -87,3 +97,12 @@ def create_app(history: HistoryServer) -> FastAPI:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _error(request: Request, status: int, title: str, message: str) -> Response:
+    """JSON for the API and for machines; a page, with the reason and a way on, for a person's browser."""
+    wants_page = not request.url.path.startswith(API) and "text/html" in request.headers.get("accept", "")
+    if not wants_page:
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "error.html", status_code=status, title=title, message=message, json_url=None,
+                  **page_context(dict(request.path_params)))  # fmt: skip

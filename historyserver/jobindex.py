@@ -137,6 +137,18 @@ class JobIndex:
     def paths(self) -> set[str]:
         return set(self._indexed)
 
+    def counts(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(jobs, failed jobs) of each indexed session among `paths`; Ray's internal drivers left out."""
+        with self._lock, closing(self._db.cursor()) as cur:
+            found = cur.execute(
+                """SELECT path, count(*), count(*) FILTER (WHERE status = 'FAILED') FROM jobs
+                   WHERE list_contains(?, path) AND NOT is_hidden GROUP BY path""",
+                [list(paths)],
+            ).fetchall()
+        counts = {path: (0, 0) for path in paths if path in self._indexed}
+        counts.update({path: (jobs, failed) for path, jobs, failed in found})
+        return counts
+
     def list_jobs(self, query: JobQuery) -> tuple[int, list[dict[str, Any]]]:
         where, params = _where(query)
         order = _order_by(query.sort)

@@ -396,6 +396,15 @@ def log_slice(cur: duckdb.DuckDBPyConnection, node_id: str | None, filename: str
     return log_rows(cur, found[0]["file_id"], 'AND "offset" >= ? AND "offset" < ?', (start, end))
 
 
+def line_at_offset(cur: duckdb.DuckDBPyConnection, node_id: str | None, filename: str, offset: int) -> int | None:
+    """The number of the line a byte offset falls in (to link a task's output to its place in the file)."""
+    found = log_files(cur, node_id, filename)
+    if not found:
+        return None
+    sql = 'SELECT max(line_number) FROM logs WHERE file_id = ? AND "offset" <= ?'
+    return cur.execute(sql, [found[0]["file_id"], offset]).fetchone()[0]  # type: ignore[index]
+
+
 def marked_lines(cur: duckdb.DuckDBPyConnection, worker_id: str, task_name: str, stream: str) -> list[dict[str, Any]]:
     """Lines a worker printed under a task's `:task_name:` marker (the marker lines left out)."""
     suffix = ".out" if stream == "stdout" else ".err"

@@ -63,3 +63,43 @@ def session_dir(tmp_path: Path) -> Path:
     (tmp_path / "ray" / "session_latest").symlink_to(session)
     (session / f"raylet_port_{CAPTURED_NODE}").write_text("1234")
     return session
+
+
+@pytest.fixture(scope="session")
+def captured_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An archive a real collector made from the real capture, shared by the page tests (read-only)."""
+    from .uiserver import captured_archive as build
+
+    return build(tmp_path_factory.mktemp("captured"))
+
+
+@pytest.fixture(scope="session")
+def ui_url(captured_archive: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real history server over the captured archive, on a port of its own."""
+    from .uiserver import served
+
+    with served(captured_archive, tmp_path_factory.mktemp("ui-cache"), refresh_interval=3600) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from .uiserver import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser, ui_url: str):
+    """A fresh browser page on the history server; it fails the test if the page asked another host for
+    anything or logged an error."""
+    from .uiserver import Watch
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    watch = Watch(ui_url)
+    watch.attach(opened)
+    yield opened
+    context.close()
+    watch.assert_clean()

@@ -15,18 +15,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from archive.storage import open_storage
-from collector.polling import PollSettings
 from historyserver.app import create_app
 from historyserver.server import HistoryServer, ServerSettings
 
-from .collectors import collector_thread
-from .conftest import FIXTURES, fixture_bytes, fixture_path, fixture_posts
-from .test_polling import http_server
+from .conftest import FIXTURES, fixture_bytes
+from .uiserver import captured_archive
 
 SESSION = "session_2026-11-28_19-03-57_108652_5250"
 NODE = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
@@ -39,31 +36,7 @@ def dashboard_answer(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("api")
-    session = root / "ray" / SESSION
-    shutil.copytree(FIXTURES / "logs" / "run1", session / "logs")
-    (session / "logs" / "export_events").mkdir()
-    shutil.copy(
-        fixture_path("export_api_files", "run1_with_enable_ray_event", "event_EXPORT_SUBMISSION_JOB.log"),
-        session / "logs" / "export_events" / "event_EXPORT_SUBMISSION_JOB.log",
-    )
-    (root / "ray" / "session_latest").symlink_to(session)
-    (session / f"gcs_server_port_{NODE}").write_text("6379")
-    answers = {
-        "/api/v0/placement_groups?detail=1&limit=10000": fixture_bytes(
-            "dashboard_api", "api_v0_placement_groups_detail_1.json"
-        ),
-        "/api/jobs/": fixture_bytes("dashboard_api", "api_jobs_.json"),
-        "/metrics": fixture_bytes("metrics", "run1_scrape_8080_trimmed.txt"),
-    }
-    with http_server(answers) as dashboard:
-        # The node's metrics port is the same little server: the collector scrapes it once at start.
-        (session / f"metrics_export_port_{NODE}").write_text(dashboard.rsplit(":", 1)[1])
-        polling = PollSettings(dashboard_url=f"http://{dashboard}", metrics_interval=3600, dashboard_interval=3600)
-        with collector_thread(root, ray_temp_dir=root / "ray", polling=polling) as collector:
-            for post in fixture_posts():
-                assert httpx.post(f"{collector.url}/v1/events", json=post).status_code == 200
-    return root / "archive"
+    return captured_archive(tmp_path_factory.mktemp("api"))
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,18 @@ Its spans are an on-demand snapshot table: the first timeline of a session deriv
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import Request
 
 from .. import queries
-from .common import SESSION_PATH, FastJSON, open_session
+from .common import SESSION_PATH, Views, open_session
 
-router = APIRouter(tags=["timeline"])
+views = Views("timeline")
 
 
-@router.get(SESSION_PATH + "/timeline")
+@views.get(SESSION_PATH + "/timeline")
 def get_timeline(request: Request, namespace: str, cluster: str, session: str,
-                 job_id: str | None = None) -> FastJSON:  # fmt: skip
+                 job_id: str | None = None) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor("task_profile_events")
-    return FastJSON(queries.timeline(cur, job_id))
+    return queries.timeline(cur, job_id)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Any
+
+from fastapi import Query, Request
 
 from .. import queries
-from .common import SESSION_PATH, FastJSON, listing, open_session
+from .common import SESSION_PATH, Views, listing, open_session
 
-router = APIRouter(tags=["tasks"])
+views = Views("tasks")
 
 
-@router.get(SESSION_PATH + "/tasks")
+@views.get(SESSION_PATH + "/tasks")
 def list_tasks(
     request: Request, namespace: str, cluster: str, session: str,
     job_id: str | None = None, state: str | None = None, func_or_class_name: str | None = None,
@@ -22,7 +24,7 @@ def list_tasks(
     limit: int = 100, offset: int = 0,
     detail: bool = Query(False, description="every column (state times, log offsets, resources, runtime env...), "
                          "as Ray's state API with detail; else the columns a list shows"),
-) -> FastJSON:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """A page of task attempts, and how many match."""
     opened = open_session(request, namespace, cluster, session)
     filters = {"job_id": job_id, "state": state, "func_or_class_name": func_or_class_name, "name": name,
@@ -32,9 +34,9 @@ def list_tasks(
     return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order))
 
 
-@router.get(SESSION_PATH + "/tasks/summary")
+@views.get(SESSION_PATH + "/tasks/summary")
 def summarize_tasks(request: Request, namespace: str, cluster: str, session: str,
-                    job_id: str | None = None) -> FastJSON:  # fmt: skip
+                    job_id: str | None = None) -> dict[str, Any]:  # fmt: skip
     opened = open_session(request, namespace, cluster, session)
     key = ("tasks/summary", job_id or "")
     if key not in opened.memo:
@@ -43,8 +45,8 @@ def summarize_tasks(request: Request, namespace: str, cluster: str, session: str
     return listing(len(items), items)
 
 
-@router.get(SESSION_PATH + "/tasks/{task_id}")
-def get_task(request: Request, namespace: str, cluster: str, session: str, task_id: str) -> FastJSON:
+@views.get(SESSION_PATH + "/tasks/{task_id}")
+def get_task(request: Request, namespace: str, cluster: str, session: str, task_id: str) -> dict[str, Any]:
     cur = open_session(request, namespace, cluster, session).cursor()
     attempts = queries.task_attempts(cur, task_id)
-    return FastJSON({**attempts[-1], "attempts": attempts})
+    return {**attempts[-1], "attempts": attempts}

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import Request
 
 from .. import queries
-from .common import SESSION_PATH, FastJSON, listing, open_session
+from .common import SESSION_PATH, Views, listing, open_session
 
-router = APIRouter(tags=["events"])
+views = Views("events")
 
 
-@router.get(SESSION_PATH + "/events")
+@views.get(SESSION_PATH + "/events")
 def list_events(
     request: Request, namespace: str, cluster: str, session: str,
     event_type: str | None = None, task_id: str | None = None, actor_id: str | None = None,
     job_id: str | None = None, node_id: str | None = None, worker_id: str | None = None,
     placement_group_id: str | None = None, submission_id: str | None = None, limit: int = 100, offset: int = 0,
-) -> FastJSON:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor("events")
     filters = {"event_type": event_type, "task_id": task_id, "actor_id": actor_id, "job_id": job_id,
                "node_id": node_id, "worker_id": worker_id, "placement_group_id": placement_group_id,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Any
+
+from fastapi import Query, Request
 
 from .. import queries
 from ..errors import NotFound
 from ..jobindex import JobQuery
-from .common import SESSION_PATH, FastJSON, listing, open_session, server_of
+from .common import SESSION_PATH, Views, listing, open_session, server_of
 
-router = APIRouter(tags=["jobs"])
+views = Views("jobs")
 
 
-@router.get("/jobs")
+@views.get("/jobs")
 def list_all_jobs(
     request: Request, namespace: str | None = None, cluster: str | None = None,
     status: str | None = Query(None, description="PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED"),
@@ -23,7 +25,7 @@ def list_all_jobs(
     include_hidden: bool = Query(False, description="also Ray's internal drivers, which /api/jobs/ hides"),
     sort: str | None = Query(None, description="a column, '-' first to reverse: -start_time_ms"),
     limit: int = 100, offset: int = 0,
-) -> FastJSON:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """Jobs of every session, with the session they ran in. Sessions are indexed when opened, and ended
     ones in the background: `sessions_pending` says how many are still to come."""
     server = server_of(request)
@@ -33,24 +35,24 @@ def list_all_jobs(
         started_before_ms=started_before_ms, include_hidden=include_hidden, sort=sort, limit=limit, offset=offset,
     )  # fmt: skip
     total, items = server.jobs.list_jobs(query)
-    return FastJSON({"total": total, "items": items, "sessions_indexed": server.jobs.sessions_indexed(),
+    return ({"total": total, "items": items, "sessions_indexed": server.jobs.sessions_indexed(),
                      "sessions_pending": server.sessions_to_index})  # fmt: skip
 
 
-@router.get(SESSION_PATH + "/jobs")
+@views.get(SESSION_PATH + "/jobs")
 def list_jobs(request: Request, namespace: str, cluster: str, session: str, status: str | None = None,
               submission_id: str | None = None, sort: str | None = None, limit: int = 100,
-              offset: int = 0) -> FastJSON:  # fmt: skip
+              offset: int = 0) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor()
     filters = {"status": status, "submission_id": submission_id}
     return listing(*queries.page(cur, queries.JOBS, queries.ListQuery(filters, sort, limit, offset)))
 
 
-@router.get(SESSION_PATH + "/jobs/{job_id}")
-def get_job(request: Request, namespace: str, cluster: str, session: str, job_id: str) -> FastJSON:
+@views.get(SESSION_PATH + "/jobs/{job_id}")
+def get_job(request: Request, namespace: str, cluster: str, session: str, job_id: str) -> dict[str, Any]:
     """A job by its job id, or a submission (which may never have had a driver) by its submission id."""
     cur = open_session(request, namespace, cluster, session).cursor()
     try:
-        return FastJSON(queries.one(cur, queries.JOBS, job_id=job_id))
+        return queries.one(cur, queries.JOBS, job_id=job_id)
     except NotFound:
-        return FastJSON(queries.one(cur, queries.JOBS, submission_id=job_id))
+        return queries.one(cur, queries.JOBS, submission_id=job_id)

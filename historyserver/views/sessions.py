@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Any
+
+from fastapi import Query, Request
 
 from .. import queries
 from ..catalog import SessionQuery
 from ..errors import BadRequest
-from .common import SESSION_PATH, FastJSON, listing, server_of
+from .common import SESSION_PATH, Views, listing, now_ms, parse_age_ms, server_of
 
-router = APIRouter(tags=["sessions"])
+views = Views("sessions")
 
 
-@router.get("/sessions")
+@views.get("/sessions", template="sessions.html")
 def list_sessions(
     request: Request, namespace: str | None = None, cluster: str | None = None,
+    text: str | None = Query(None, description="a substring of namespace, cluster, session, owner or RayJob"),
     owner: str | None = Query(None, description="owner name, or Kind/name (RayJob/nightly)"),
     label: list[str] = Query([], description="key=value, repeat to require several"),
     status: str | None = Query(None, description="running, incomplete or closed"),
     queue: str | None = Query(None, description="Kueue queue"),
     started_after_ms: int | None = None, started_before_ms: int | None = None,
+    since: str | None = Query(None, description="started within this long before now: 90m, 24h, 7d"),
     sort: str | None = Query(None, description="a column, '-' first to reverse: -start_time_ms"),
     limit: int = 100, offset: int = 0,
-) -> FastJSON:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
+    """Sessions of the archive, each with its jobs and failed jobs (as far as the job index has read them)."""
+    if since is not None:
+        started_after_ms = max(started_after_ms or 0, now_ms() - parse_age_ms(since))
     query = SessionQuery(
-        namespace=namespace, cluster=cluster, owner=owner, labels=label, status=status, queue=queue,
+        namespace=namespace, cluster=cluster, owner=owner, labels=label, status=status, queue=queue, text=text,
         started_after_ms=started_after_ms, started_before_ms=started_before_ms, sort=sort, limit=limit,
         offset=offset,
     )  # fmt: skip
+    server = server_of(request)
     try:
-        return listing(*server_of(request).catalog.list_sessions(query))
+        total, items = server.catalog.list_sessions(query)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+    counts = server.jobs.counts([f"{row['namespace']}/{row['cluster']}/{row['session']}" for row in items])
+    for row in items:
+        row["jobs"], row["failed_jobs"] = counts.get(f"{row['namespace']}/{row['cluster']}/{row['session']}",
+                                                     (None, None))  # fmt: skip
+    return listing(total, items)
 
 
-@router.get(SESSION_PATH)
-def get_session(request: Request, namespace: str, cluster: str, session: str) -> FastJSON:
+@views.get(SESSION_PATH)
+def get_session(request: Request, namespace: str, cluster: str, session: str) -> dict[str, Any]:
     """The catalog's row and a summary: nodes, the cluster's resources (its nodes' sum), counts by state."""
     server = server_of(request)
     row = server.session_row(namespace, cluster, session)
@@ -49,4 +62,4 @@ def get_session(request: Request, namespace: str, cluster: str, session: str) ->
         "jobs_by_status": {status: count for status, count in cur.execute(
             "SELECT status, count(*) FROM jobs WHERE NOT coalesce(is_hidden, false) GROUP BY status").fetchall()},
     }  # fmt: skip
-    return FastJSON({**row, "summary": summary})
+    return {**row, "summary": summary}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from ..errors import BadRequest
 from ..sandbox import SandboxError, format_result
 from ..sqlviews import sandbox_for
-from .common import server_of
+from .common import Views, server_of
 
-router = APIRouter(tags=["sql"])
+views = Views("sql")
 
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet",
                "table": "text/plain"}  # fmt: skip
@@ -26,7 +26,7 @@ class SqlRequest(BaseModel):
     format: Literal["json", "csv", "parquet", "table"] = "json"
 
 
-@router.post("/sql")
+@views.api.post("/sql")
 def run_sql(request: Request, body: SqlRequest) -> Response:
     server = server_of(request)
     with sandbox_for(server, body.session) as sandbox:

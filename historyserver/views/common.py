@@ -1,0 +1,107 @@
+"""What every view shares: the server, the opened session, and one endpoint serving two faces.
+
+A view is a function that returns data. `Views.get` serves it as JSON under /api/v1 and, when it has a
+template, as an HTML page at the same path without the prefix: every page has a JSON twin from the
+same function, and no page runs a query the API lacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..errors import BadRequest
+from ..server import HistoryServer
+from ..sessions import OpenSession
+from .pages import render
+
+SESSION_PATH = "/sessions/{namespace}/{cluster}/{session}"
+
+
+def server_of(request: Request) -> HistoryServer:
+    return request.app.state.history  # type: ignore[no-any-return]
+
+
+def open_session(request: Request, namespace: str, cluster: str, session: str) -> OpenSession:
+    return server_of(request).open(namespace, cluster, session)
+
+
+class FastJSON(Response):
+    """JSON encoded by msgspec: FastAPI's own encoder walks every value in Python, several times slower
+    on a page of wide rows."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
+
+
+_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_age_ms(value: str) -> int:
+    """'90m', '24h' or '7d' in milliseconds; BadRequest with the expected form otherwise."""
+    number, unit = value[:-1], value[-1:].lower()
+    if unit not in _UNITS_MS or not number.isdigit() or not 0 < int(number) <= 100_000:
+        raise BadRequest(f"since must be a number of minutes, hours or days such as 90m, 24h or 7d, not {value!r}")
+    return int(number) * _UNITS_MS[unit]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def listing(total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shape of every list answer."""
+    return {"total": total, "items": items}
+
+
+class Views:
+    """A resource's routes: `api` (mounted under /api/v1) and `pages` (mounted at the root)."""
+
+    def __init__(self, tag: str) -> None:
+        self.api = APIRouter(tags=[tag])
+        self.pages = APIRouter(include_in_schema=False)
+
+    def get(self, path: str, template: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Serve `view(request, ...)` as JSON at /api/v1{path}, and as `template` at {path} if given.
+
+        The view returns data (or a Response, served as it is: a download). The page's template gets it
+        as `data`, with the path parameters, so a template never asks for anything on its own.
+        """
+
+        def register(view: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(view)
+            def as_json(**arguments: Any) -> Response:
+                data = view(**arguments)
+                return data if isinstance(data, Response) else FastJSON(data)
+
+            self.api.get(path, **options)(as_json)
+            if template is not None:
+
+                @functools.wraps(view)
+                def as_page(**arguments: Any) -> Response:
+                    data = view(**arguments)
+                    if isinstance(data, Response):
+                        return data
+                    request = arguments.pop("request")
+                    return render(request, template, data=data, **page_context(arguments))
+
+                self.pages.get(path)(as_page)
+            return view
+
+        return register
+
+
+def page_context(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The path parameters a page's header needs (the session it belongs to, if any)."""
+    context = dict(arguments)
+    if {"namespace", "cluster", "session"} <= arguments.keys():
+        context["session_path"] = f"/sessions/{arguments['namespace']}/{arguments['cluster']}/{arguments['session']}"
+    return context
