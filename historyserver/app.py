@@ -17,7 +17,7 @@ import ui
 
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
-from .views import entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
+from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
 from .views.common import FastJSON, page_context
 from .views.pages import render
 
@@ -50,7 +50,7 @@ def create_app(history: HistoryServer) -> FastAPI:
     for name, (description, read) in gauges.items():
         Gauge(name, description, registry=registry).set_function(read)
 
-    for module in (sessions, jobs, tasks, entities, events, logs, metrics, timeline, sql):
+    for module in (sessions, jobs, tasks, entities, events, logs, metrics, timeline, sql, compare):
         app.include_router(module.views.api, prefix=API)
         app.include_router(module.views.pages)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
