@@ -52,6 +52,7 @@ class JobQuery:
     status: str | None = None  # a submission or driver status: PENDING ... FAILED
     submission_id: str | None = None
     job_id: str | None = None
+    queue: str | None = None  # the Kueue queue that admitted the session's cluster
     entrypoint: str | None = None  # a substring of the entrypoint, any case
     metadata: Sequence[str] = ()  # each "key=value"; all must hold
     started_after_ms: int | None = None  # inclusive
@@ -168,7 +169,7 @@ class JobIndex:
 def _where(query: JobQuery) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    for column in ("namespace", "cluster", "submission_id", "job_id"):
+    for column in ("namespace", "cluster", "submission_id", "job_id", "queue"):
         value = getattr(query, column)
         if value is not None:
             clauses.append(f"{column} = ?")

@@ -211,7 +211,10 @@ TASK_SUMMARY = """
            count(*) FILTER (WHERE state = 'FINISHED') AS finished,
            count(*) FILTER (WHERE state = 'FAILED') AS failed,
            count(*) FILTER (WHERE state NOT IN ('FINISHED', 'FAILED')) AS other,
+           min(duration_ms) AS duration_ms_min,
+           quantile_cont(duration_ms, 0.25) AS duration_ms_p25,
            quantile_cont(duration_ms, 0.5) AS duration_ms_p50,
+           quantile_cont(duration_ms, 0.75) AS duration_ms_p75,
            quantile_cont(duration_ms, 0.95) AS duration_ms_p95,
            max(duration_ms) AS duration_ms_max
     FROM tasks {where} GROUP BY func_or_class_name ORDER BY attempts DESC, func_or_class_name
@@ -232,6 +235,29 @@ def task_attempts(cur: duckdb.DuckDBPyConnection, task_id: str) -> list[dict[str
     if not found:
         raise NotFound(f"no task {task_id} in this session")
     return found
+
+
+def child_tasks(cur: duckdb.DuckDBPyConnection, task_id: str, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+    """The attempts of the tasks this task submitted (their first MAX), and how many there are."""
+    total = cur.execute("SELECT count(*) FROM tasks WHERE parent_task_id = ?", [task_id]).fetchone()[0]  # type: ignore[index]
+    sql = f"""SELECT {", ".join(TASKS.summary_columns)} FROM tasks WHERE parent_task_id = ?
+              ORDER BY creation_time_ms NULLS LAST, rowid LIMIT ?"""
+    return int(total), rows(cur.execute(sql, [task_id, limit]))
+
+
+def job_status_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Jobs by status, Ray's internal drivers left out (as /api/jobs/ leaves them out)."""
+    sql = "SELECT status, count(*) FROM jobs WHERE NOT coalesce(is_hidden, false) GROUP BY status ORDER BY status"
+    return {status: count for status, count in cur.execute(sql).fetchall()}
+
+
+def failure_counts(cur: duckdb.DuckDBPyConnection, job_id: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
+    """The functions that failed most, with their most common error type and a message of it."""
+    where, params = _where({"job_id": job_id, "state": "FAILED"}, TASKS.hidden)
+    sql = f"""SELECT func_or_class_name, count(*) AS failed, mode(error_type) AS error_type,
+                     any_value(error_message) AS error_message
+              FROM tasks {where} GROUP BY func_or_class_name ORDER BY failed DESC, func_or_class_name LIMIT ?"""
+    return rows(cur.execute(sql, [*params, limit]))
 
 
 def cluster_resources(nodes: list[dict[str, Any]]) -> dict[str, float]:

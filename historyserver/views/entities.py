@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import Request
 
-from .. import queries
+from .. import outputs, queries
+from ..errors import NotFound
 from .common import SESSION_PATH, Views, listing, open_session
 
 views = Views("actors, nodes")
 
 
-@views.get(SESSION_PATH + "/actors")
+@views.get(SESSION_PATH + "/actors", template="actors.html")
 def list_actors(request: Request, namespace: str, cluster: str, session: str, state: str | None = None,
                 class_name: str | None = None, job_id: str | None = None, node_id: str | None = None,
                 sort: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -21,22 +22,31 @@ def list_actors(request: Request, namespace: str, cluster: str, session: str, st
     return listing(*queries.page(cur, queries.ACTORS, queries.ListQuery(filters, sort, limit, offset)))
 
 
-@views.get(SESSION_PATH + "/actors/{actor_id}")
+@views.get(SESSION_PATH + "/actors/{actor_id}", template="actor.html")
 def get_actor(request: Request, namespace: str, cluster: str, session: str, actor_id: str) -> dict[str, Any]:
-    cur = open_session(request, namespace, cluster, session).cursor()
+    """An actor with its method calls and what its worker printed."""
+    opened = open_session(request, namespace, cluster, session)
+    cur = opened.cursor()
     actor = queries.one(cur, queries.ACTORS, actor_id=actor_id)
-    _, calls = queries.page(cur, queries.TASKS, queries.ListQuery({"actor_id": actor_id}, None, queries.MAX_LIMIT))
-    return {**actor, "method_calls": calls}
+    query = queries.ListQuery({"actor_id": actor_id}, None, queries.MAX_LIMIT, detail=False)
+    _, calls = queries.page(cur, queries.TASKS, query)
+    printed = {}
+    for stream in outputs.STREAMS:
+        try:
+            printed[stream] = outputs.actor_output(opened.cursor("logs"), actor_id, stream)
+        except NotFound:
+            printed[stream] = None
+    return {**actor, "method_calls": calls, "output": printed}
 
 
-@views.get(SESSION_PATH + "/nodes")
+@views.get(SESSION_PATH + "/nodes", template="nodes.html")
 def list_nodes(request: Request, namespace: str, cluster: str, session: str, state: str | None = None,
                sort: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor()
     return listing(*queries.page(cur, queries.NODES, queries.ListQuery({"state": state}, sort, limit, offset)))
 
 
-@views.get(SESSION_PATH + "/workers")
+@views.get(SESSION_PATH + "/workers", template="workers.html")
 def list_workers(request: Request, namespace: str, cluster: str, session: str, node_id: str | None = None,
                  job_id: str | None = None, sort: str | None = None, limit: int = 100,
                  offset: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -45,7 +55,7 @@ def list_workers(request: Request, namespace: str, cluster: str, session: str, n
     return listing(*queries.page(cur, queries.WORKERS, queries.ListQuery(filters, sort, limit, offset)))
 
 
-@views.get(SESSION_PATH + "/placement_groups")
+@views.get(SESSION_PATH + "/placement_groups", template="placement_groups.html")
 def list_placement_groups(request: Request, namespace: str, cluster: str, session: str, state: str | None = None,
                           sort: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor()

@@ -12,22 +12,32 @@ from fastapi.responses import Response
 
 from archive.logs import rebuild_file
 
-from .. import outputs, queries
+from .. import logview, outputs, queries
 from ..errors import NotFound
 from .common import SESSION_PATH, Views, listing, open_session
+from .pages import templates
 
 views = Views("logs")
+templates.env.filters.update(log_plain=logview.plain, log_marked=logview.marked)
 
 MAX_LINES = 10_000
 MAX_PATTERN = 1000
 
 
-@views.get(SESSION_PATH + "/logs")
-def list_log_files(request: Request, namespace: str, cluster: str, session: str,
-                   node_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+@views.get(SESSION_PATH + "/logs", template="logs.html")
+def list_log_files(
+    request: Request, namespace: str, cluster: str, session: str,
+    node_id: str | None = Query(None, description="Ray's node id or the archive's node name"),
+    name: str | None = Query(None, description="part of the file name, any case"),
+) -> dict[str, Any]:  # fmt: skip
+    """The files (filtered), with every node that shipped any (dead ones too) and every job they name."""
     cur = open_session(request, namespace, cluster, session).cursor("logs")
-    files = queries.log_files(cur, node_id)
-    return listing(len(files), files)
+    files = queries.log_files(cur)
+    # An empty field of the page's form means "any", as an absent one does.
+    shown = [file for file in files if (not node_id or node_id in (file["node_id"], file["node"]))
+             and (not name or name.lower() in file["filename"].lower())]  # fmt: skip
+    nodes = logview.log_nodes(files, logview.node_states(cur))
+    return {**listing(len(shown), shown), "nodes": nodes, "jobs": logview.log_jobs(files)}
 
 
 @views.get(SESSION_PATH + "/logs/file")
@@ -41,7 +51,7 @@ def download_log_file(request: Request, namespace: str, cluster: str, session: s
     return Response(data, media_type="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@views.get(SESSION_PATH + "/logs/lines")
+@views.get(SESSION_PATH + "/logs/lines", template="log_file.html")
 def read_log_lines(
     request: Request, namespace: str, cluster: str, session: str, node_id: str, filename: str,
     start_line: int = Query(1, ge=1), lines: int = Query(1000, ge=1, le=MAX_LINES),
@@ -49,21 +59,26 @@ def read_log_lines(
 ) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor("logs")
     found = queries.log_file(cur, node_id, filename)
+    last = queries.last_line_number(cur, found["file_id"])
     if tail is not None:
-        last = queries.last_line_number(cur, found["file_id"])
         start_line, lines = max(1, last - tail + 1), tail
     items = queries.log_lines(cur, found["file_id"], start_line, lines)
-    return {**found, "total": len(items), "items": items}
+    # Where this range sits in the file, for paging; and what the archive never had, so a gap is explained.
+    return {**found, "total": len(items), "items": items, "start_line": start_line, "last_line": last,
+            "left_out": logview.left_out(cur, found["file_id"])}  # fmt: skip
 
 
-@views.get(SESSION_PATH + "/logs/search")
+@views.get(SESSION_PATH + "/logs/search", template="log_search.html")
 def search_logs(
     request: Request, namespace: str, cluster: str, session: str,
     pattern: str = Query(..., min_length=1, max_length=MAX_PATTERN, description="a regular expression (RE2)"),
     node_id: str | None = None, filename: str | None = None, limit: int = Query(100, ge=1, le=MAX_LINES),
 ) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor("logs")
-    items = queries.search_logs(cur, pattern, node_id, filename, limit)
+    # An empty field of the page's form means "any", as an absent one does.
+    items = queries.search_logs(cur, pattern, node_id or None, filename or None, limit)
+    for item, matched in zip(items, logview.matched_texts(cur, pattern, [item["text"] for item in items]), strict=True):
+        item["matched"] = matched
     return listing(len(items), items)
 
 

@@ -47,19 +47,22 @@ def list_sessions(
     return listing(total, items)
 
 
-@views.get(SESSION_PATH)
+@views.get(SESSION_PATH, template="session.html")
 def get_session(request: Request, namespace: str, cluster: str, session: str) -> dict[str, Any]:
-    """The catalog's row and a summary: nodes, the cluster's resources (its nodes' sum), counts by state."""
+    """The catalog's row and a summary: nodes, the cluster's resources (its nodes' sum), counts by state,
+    the jobs, and the functions that failed most."""
     server = server_of(request)
     row = server.session_row(namespace, cluster, session)
     cur = server.open(namespace, cluster, session).cursor()
     _, nodes = queries.page(cur, queries.NODES, queries.ListQuery(limit=queries.MAX_LIMIT))
+    _, jobs = queries.page(cur, queries.JOBS, queries.ListQuery(limit=queries.MAX_LIMIT, detail=False))
     summary = {
         "nodes": nodes,
         "resources_total": queries.cluster_resources(nodes),
         "tasks_by_state": queries.state_counts(cur, queries.TASKS),
         "actors_by_state": queries.state_counts(cur, queries.ACTORS),
-        "jobs_by_status": {status: count for status, count in cur.execute(
-            "SELECT status, count(*) FROM jobs WHERE NOT coalesce(is_hidden, false) GROUP BY status").fetchall()},
-    }  # fmt: skip
+        "jobs_by_status": queries.job_status_counts(cur),
+        "jobs": [job for job in jobs if not job.get("is_hidden")],
+        "most_failed": queries.failure_counts(cur),
+    }
     return {**row, "summary": summary}
