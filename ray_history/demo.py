@@ -90,17 +90,16 @@ def serve_history(storage: Storage, cache_dir: Path, port: int) -> None:
     base = f"http://127.0.0.1:{port}"
     history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir))
     manifests = [info.key for info in storage.list("sessions/") if info.key.endswith("/manifest.json")]
-    newest = f"{base}/api/v1/" + max(manifests, key=lambda key: key.split("/")[3]).removesuffix("/manifest.json")
-    _step(f"history server on {base} (Ctrl-C to stop). Open:")
+    newest = f"{base}/" + max(manifests, key=lambda key: key.split("/")[3]).removesuffix("/manifest.json")
+    _step(f"history server on {base} (Ctrl-C to stop). Open in a browser:")
     for url, what in (
-        (f"{base}/api/v1/sessions", "every session in the archive"),
-        (f"{base}/api/v1/jobs", "every job of every session, newest first (?status=FAILED)"),
-        (newest, "this run: nodes, counts by state"),
-        (f"{newest}/tasks?state=FAILED", "its failed tasks, with errors"),
-        (f"{newest}/tasks/summary", "per function: counts, p50/p95/max duration"),
-        (f"{newest}/logs/search?pattern=Error", "a regex over every log line"),
-        (f"{newest}/timeline", "Chrome trace: open in https://ui.perfetto.dev"),
-        (f"{base}/docs", "the whole API, to try out"),
+        (newest, "this run: its jobs, what failed most, its nodes"),
+        (f"{newest}/tasks?state=FAILED", "its failed tasks: open one for its traceback and what it printed"),
+        (f"{base}/sessions", "every session in the archive"),
+        (f"{base}/jobs?status=FAILED", "failed jobs across every session"),
+        (f"{newest}/timeline", "the timeline of its tasks"),
+        (f"{base}/api/v1{newest.removeprefix(base)}", "the same as JSON: every page's URL under /api/v1"),
+        (f"{base}/docs", "the whole JSON API, to try out"),
     ):
         click.echo(f"  {url}\n      {what}")
     uvicorn.run(create_app(history), host="127.0.0.1", port=port, log_level="warning")
