@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,12 @@ class OpenSession:
         # Summaries of a session that no longer changes are computed once each (a running session is
         # opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
+
+    def memoized(self, key: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+        """`compute()` once per key for as long as this snapshot is open (two callers may both compute it)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     def cursor(self, *tables: str) -> duckdb.DuckDBPyConnection:
         """A cursor for one request (DuckDB cursors may run in parallel), with these raw or on-demand

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from archive.storage import open_storage
+from archive.storage import Storage, open_storage
 from collector.polling import PollSettings
 from historyserver.app import create_app
 from historyserver.server import HistoryServer, ServerSettings
@@ -63,9 +63,10 @@ def captured_archive(root: Path) -> Path:
 
 
 @contextmanager
-def served(archive: Path | str, cache_dir: Path, **settings: Any) -> Iterator[str]:
+def served(archive: Path | str | Storage, cache_dir: Path, **settings: Any) -> Iterator[str]:
     """`ray-history serve` in a thread on a free port: the base URL, until the block ends."""
-    history = HistoryServer(open_storage(str(archive)), ServerSettings(cache_dir=cache_dir, **settings))
+    storage = archive if not isinstance(archive, Path | str) else open_storage(str(archive))
+    history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir, **settings))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(history), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -70,7 +70,9 @@ def get_job(request: Request, namespace: str, cluster: str, session: str, job_id
     actors = queries.ListQuery({"job_id": job["job_id"]}, None, 100)
     return {
         **job,
-        "functions": queries.task_summary(cur, job["job_id"]),
+        "functions": opened.memoized(
+            ("tasks/summary", job["job_id"]), lambda: queries.task_summary(cur, job["job_id"])
+        ),
         "failed_tasks": listing(*queries.page(cur, queries.TASKS, failed, opened.task_order)),
         "actors": listing(*queries.page(cur, queries.ACTORS, actors)),
         "driver_log": driver_log(opened.cursor("logs"), job),

@@ -40,10 +40,7 @@ def list_tasks(
 def summarize_tasks(request: Request, namespace: str, cluster: str, session: str,
                     job_id: str | None = None) -> dict[str, Any]:  # fmt: skip
     opened = open_session(request, namespace, cluster, session)
-    key = ("tasks/summary", job_id or "")
-    if key not in opened.memo:
-        opened.memo[key] = queries.task_summary(opened.cursor(), job_id)
-    items = opened.memo[key]
+    items = opened.memoized(("tasks/summary", job_id or ""), lambda: queries.task_summary(opened.cursor(), job_id))
     return listing(len(items), items)
 
 
