@@ -73,7 +73,7 @@ def get_timeline_bars(
     color_by: str = Query("state", description="state or function: what `key` in bars and cells is"),
     job_id: str | None = None,
     row_start: int = Query(0, ge=0, description="the first row shown (a position in the summary's rows)"),
-    row_count: int = Query(gantt.MAX_ROWS, ge=1, description=f"rows shown, at most {gantt.MAX_ROWS}"),
+    row_count: int = Query(gantt.MAX_ROWS, ge=1, le=gantt.MAX_ROWS, description="rows shown"),
     max_bars: int = Query(gantt.MAX_BARS, description="more attempts than this in the window: cells instead"),
 ) -> dict[str, Any]:  # fmt: skip
     """Attempts in a window: `bars` of [row, start_ms, end_ms, key, task_id, attempt_number, state_key,

@@ -257,7 +257,8 @@
           const h = ROW_H - 2 * BAR_PAD;
           ctx.fillStyle = colorOf(item.key);
           ctx.fillRect(left, y, w, h);
-          if (item.failed && state.colorBy === "function") {
+          // A cell's failures show even where most of it finished (or, by function, whatever it ran).
+          if (item.failed && (state.colorBy === "function" || names.state[item.key] !== "FAILED")) {
             ctx.fillStyle = palette.bad;
             ctx.fillRect(left, y, w, 2);
           }
