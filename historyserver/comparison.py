@@ -15,6 +15,7 @@ from . import queries
 from .catalog import SessionQuery
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
+from .sessions import OpenSession
 
 COUNTS = ("attempts", "finished", "failed")
 DURATIONS = ("duration_ms_p50", "duration_ms_p95", "duration_ms_max")
@@ -78,12 +79,10 @@ def _find_job(cur: duckdb.DuckDBPyConnection, job: str, side: str, path: str) ->
     return found[0]
 
 
-def _summary(opened: Any, job_id: str | None) -> list[dict[str, Any]]:
-    # The same memo key as the tasks summary page, so either page warms the other.
-    key = ("tasks/summary", job_id or "")
-    if key not in opened.memo:
-        opened.memo[key] = queries.task_summary(opened.cursor(), job_id)
-    return opened.memo[key]  # type: ignore[no-any-return]
+def _summary(opened: OpenSession, job_id: str | None) -> list[dict[str, Any]]:
+    # The same memo key as the tasks summary and job pages, so any of them warms the others.
+    summary = opened.memoized(("tasks/summary", job_id or ""), lambda: queries.task_summary(opened.cursor(), job_id))
+    return summary  # type: ignore[no-any-return]
 
 
 def read_side(server: HistoryServer, value: str, side: str, job: str | None) -> dict[str, Any]:
