@@ -34,10 +34,7 @@ def _gantt_cursor(opened: OpenSession) -> Any:
 
 def _summary(opened: OpenSession, job_id: str | None) -> dict[str, Any]:
     """Computed once per job: an opened session's tables do not change (a running one is reopened)."""
-    key = ("gantt/summary", job_id or "")
-    if key not in opened.memo:
-        opened.memo[key] = gantt.summary(_gantt_cursor(opened), job_id)
-    return opened.memo[key]  # type: ignore[no-any-return]
+    return opened.memoized(("gantt/summary", job_id or ""), lambda: gantt.summary(_gantt_cursor(opened), job_id))
 
 
 @views.get(SESSION_PATH + "/timeline", template="timeline.html")
