@@ -163,6 +163,14 @@ def test_a_bad_sort_says_which_columns_can_be_sorted(client: httpx.Client) -> No
     assert "sort by one of" in html and "duration_ms" in html
 
 
+def test_a_refused_filter_keeps_the_page_usable(client: httpx.Client) -> None:
+    """The reason above the same page, its filters still there with what was typed, to mend it."""
+    html = page(client, "/jobs?status=FAILED&since=a+while", status=400)
+    assert 'role="alert"' in html and "90m, 24h or 7d" in html
+    assert '<form class="filters"' in html and '<option selected>FAILED</option>' in html
+    assert "No job matches" in html
+
+
 def test_pages_escape_what_they_show(client: httpx.Client) -> None:
     html = page(client, "/jobs?entrypoint=<script>alert(1)</script>")
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html

@@ -62,6 +62,10 @@ def listing(total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"total": total, "items": items}
 
 
+# What a list page shows when its filters are refused: no rows, the reason, and the filters to mend.
+NO_ROWS: dict[str, Any] = {"total": 0, "items": []}
+
+
 class Views:
     """A resource's routes: `api` (mounted under /api/v1) and `pages` (mounted at the root)."""
 
@@ -69,11 +73,14 @@ class Views:
         self.api = APIRouter(tags=[tag])
         self.pages = APIRouter(include_in_schema=False)
 
-    def get(self, path: str, template: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    def get(self, path: str, template: str | None = None, refused: dict[str, Any] | None = None,
+            **options: Any) -> Callable[[Callable[..., Any]], Any]:  # fmt: skip
         """Serve `view(request, ...)` as JSON at /api/v1{path}, and as `template` at {path} if given.
 
         The view returns data (or a Response, served as it is: a download). The page's template gets it
-        as `data`, with the path parameters, so a template never asks for anything on its own.
+        as `data`, with the path parameters, so a template never asks for anything on its own. With
+        `refused` (a list page), parameters the view refuses still render the page, with that data and
+        the reason (status 400), so its filters can be mended where they were typed.
         """
 
         def register(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,7 +94,13 @@ class Views:
 
                 @functools.wraps(view)
                 def as_page(**arguments: Any) -> Response:
-                    data = view(**arguments)
+                    try:
+                        data = view(**arguments)
+                    except BadRequest as exc:
+                        if refused is None:
+                            raise
+                        request = arguments.pop("request")
+                        return render(request, template, 400, data=refused, refused=str(exc), **page_context(arguments))
                     if isinstance(data, Response):
                         return data
                     request = arguments.pop("request")

@@ -8,12 +8,12 @@ from fastapi import Request
 
 from .. import outputs, queries
 from ..errors import NotFound
-from .common import SESSION_PATH, Views, listing, open_session
+from .common import NO_ROWS, SESSION_PATH, Views, listing, open_session
 
 views = Views("actors, nodes")
 
 
-@views.get(SESSION_PATH + "/actors", template="actors.html")
+@views.get(SESSION_PATH + "/actors", template="actors.html", refused=NO_ROWS)
 def list_actors(request: Request, namespace: str, cluster: str, session: str, state: str | None = None,
                 class_name: str | None = None, job_id: str | None = None, node_id: str | None = None,
                 sort: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -39,14 +39,14 @@ def get_actor(request: Request, namespace: str, cluster: str, session: str, acto
     return {**actor, "method_calls": calls, "output": printed}
 
 
-@views.get(SESSION_PATH + "/nodes", template="nodes.html")
+@views.get(SESSION_PATH + "/nodes", template="nodes.html", refused=NO_ROWS)
 def list_nodes(request: Request, namespace: str, cluster: str, session: str, state: str | None = None,
                sort: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor()
     return listing(*queries.page(cur, queries.NODES, queries.ListQuery({"state": state}, sort, limit, offset)))
 
 
-@views.get(SESSION_PATH + "/workers", template="workers.html")
+@views.get(SESSION_PATH + "/workers", template="workers.html", refused=NO_ROWS)
 def list_workers(request: Request, namespace: str, cluster: str, session: str, node_id: str | None = None,
                  job_id: str | None = None, sort: str | None = None, limit: int = 100,
                  offset: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -55,7 +55,7 @@ def list_workers(request: Request, namespace: str, cluster: str, session: str, n
     return listing(*queries.page(cur, queries.WORKERS, queries.ListQuery(filters, sort, limit, offset)))
 
 
-@views.get(SESSION_PATH + "/placement_groups", template="placement_groups.html")
+@views.get(SESSION_PATH + "/placement_groups", template="placement_groups.html", refused=NO_ROWS)
 def list_placement_groups(request: Request, namespace: str, cluster: str, session: str, state: str | None = None,
                           sort: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:  # fmt: skip
     cur = open_session(request, namespace, cluster, session).cursor()

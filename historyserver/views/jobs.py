@@ -9,12 +9,12 @@ from fastapi import Query, Request
 from .. import queries
 from ..errors import NotFound
 from ..jobindex import JobQuery
-from .common import SESSION_PATH, Views, listing, now_ms, open_session, parse_age_ms, server_of
+from .common import NO_ROWS, SESSION_PATH, Views, listing, now_ms, open_session, parse_age_ms, server_of
 
 views = Views("jobs")
 
 
-@views.get("/jobs", template="jobs.html")
+@views.get("/jobs", template="jobs.html", refused=NO_ROWS)
 def list_all_jobs(
     request: Request, namespace: str | None = None, cluster: str | None = None,
     queue: str | None = Query(None, description="the Kueue queue of the job's cluster"),
@@ -43,7 +43,7 @@ def list_all_jobs(
             "sessions_pending": server.sessions_to_index}  # fmt: skip
 
 
-@views.get(SESSION_PATH + "/jobs", template="session_jobs.html")
+@views.get(SESSION_PATH + "/jobs", template="session_jobs.html", refused=NO_ROWS)
 def list_jobs(request: Request, namespace: str, cluster: str, session: str, status: str | None = None,
               submission_id: str | None = None, sort: str | None = None, limit: int = 100,
               offset: int = 0) -> dict[str, Any]:  # fmt: skip

@@ -9,12 +9,12 @@ from fastapi import Query, Request
 from .. import queries
 from ..catalog import SessionQuery
 from ..errors import BadRequest
-from .common import SESSION_PATH, Views, listing, now_ms, parse_age_ms, server_of
+from .common import NO_ROWS, SESSION_PATH, Views, listing, now_ms, parse_age_ms, server_of
 
 views = Views("sessions")
 
 
-@views.get("/sessions", template="sessions.html")
+@views.get("/sessions", template="sessions.html", refused=NO_ROWS)
 def list_sessions(
     request: Request, namespace: str | None = None, cluster: str | None = None,
     text: str | None = Query(None, description="a substring of namespace, cluster, session, owner or RayJob"),

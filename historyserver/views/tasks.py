@@ -8,12 +8,12 @@ from fastapi import Query, Request
 
 from .. import outputs, queries
 from ..errors import NotFound
-from .common import SESSION_PATH, Views, listing, open_session
+from .common import NO_ROWS, SESSION_PATH, Views, listing, open_session
 
 views = Views("tasks")
 
 
-@views.get(SESSION_PATH + "/tasks", template="tasks.html")
+@views.get(SESSION_PATH + "/tasks", template="tasks.html", refused=NO_ROWS)
 def list_tasks(
     request: Request, namespace: str, cluster: str, session: str,
     job_id: str | None = None, state: str | None = None, func_or_class_name: str | None = None,
