@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ui
 
+from . import rayapi
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
@@ -53,6 +54,7 @@ def create_app(history: HistoryServer) -> FastAPI:
     for module in (sessions, jobs, tasks, entities, events, logs, metrics, timeline, sql, compare):
         app.include_router(module.views.api, prefix=API)
         app.include_router(module.views.pages)
+    app.include_router(rayapi.router)  # Ray's own dashboard API, per session: /ray/{ns}/{cluster}/{session}/...
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

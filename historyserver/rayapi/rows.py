@@ -1,0 +1,174 @@
+"""The SQL this package runs over a session's snapshot and logs, and each snapshot row turned into the
+record Ray's state API answers (Ray's names, types and nesting). Our /api/v1 keeps its own names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+
+from .filters import sql
+from .resources import Resource
+
+# Ray's TaskStatus numbers: a task's `events` list its states in this order (protobuf_to_task_state_dict).
+TASK_STATUS_ORDER = ("NIL", "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL",
+                     "PENDING_ARGS_FETCH", "SUBMITTED_TO_WORKER", "PENDING_ACTOR_TASK_ARGS_FETCH",
+                     "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "RUNNING_IN_RAY_GET",
+                     "RUNNING_IN_RAY_WAIT", "FINISHED", "FAILED", "GETTING_AND_PINNING_ARGS")  # fmt: skip
+STATUS_RANK = {state: rank for rank, state in enumerate(TASK_STATUS_ORDER)}
+# Ray's actors, workers and driver jobs carry a uint64 "unset" time where none was recorded.
+
+
+def _json(text: str | None) -> Any:
+    return json.loads(text) if isinstance(text, str) and text else None
+
+
+def count(cur: duckdb.DuckDBPyConnection, resource: Resource, clauses: list[str], params: list[Any]) -> int:
+    found = cur.execute(f'SELECT count(*) FROM "{resource.table}" t {sql(clauses)}', params).fetchone()
+    return int(found[0]) if found else 0
+
+
+def select(cur: duckdb.DuckDBPyConnection, resource: Resource, clauses: list[str], params: list[Any],
+           limit: int | None) -> list[dict[str, Any]]:  # fmt: skip
+    """The matching rows of our table (and, for workers, their node's ip) in Ray's order."""
+    extra = ", (SELECT any_value(n.node_ip) FROM nodes n WHERE n.node_id = t.node_id) AS _node_ip"
+    query = f'SELECT t.*{extra if resource.table != "nodes" else ""} FROM "{resource.table}" t {sql(clauses)} ' \
+            f"ORDER BY {resource.order}" + (" LIMIT ?" if limit is not None else "")  # fmt: skip
+    result = cur.execute(query, [*params, limit] if limit is not None else params)
+    names = [column[0] for column in result.description or []]
+    return [dict(zip(names, values, strict=True)) for values in result.fetchall()]
+
+
+def task(row: dict[str, Any]) -> dict[str, Any]:
+    times = _json(row["state_times"]) or {}
+    events = [{"state": state, "created_ms": times[state]}
+              for state in sorted(times, key=lambda name: STATUS_RANK.get(name, len(STATUS_RANK)))]  # fmt: skip
+    runtime_env = row["serialized_runtime_env"]
+    return {
+        "task_id": row["task_id"], "attempt_number": row["attempt_number"], "name": row["name"],
+        "state": row["state"], "job_id": row["job_id"], "actor_id": row["actor_id"], "type": row["type"],
+        "func_or_class_name": row["func_or_class_name"], "parent_task_id": row["parent_task_id"],
+        "node_id": row["node_id"], "worker_id": row["worker_id"], "worker_pid": row["worker_pid"],
+        "error_type": row["error_type"], "language": row["language"],
+        "required_resources": _json(row["required_resources"]),
+        # Ray adds runtime_env_config (setup timeout, eager install): the task events do not carry it.
+        "runtime_env_info": {"serialized_runtime_env": runtime_env} if runtime_env is not None else None,
+        "placement_group_id": row["placement_group_id"], "events": events,
+        "profiling_data": {},  # filled from task_profile_events when detail is asked for
+        "creation_time_ms": row["creation_time_ms"], "start_time_ms": row["start_time_ms"],
+        "end_time_ms": row["end_time_ms"], "task_log_info": _json(row["task_log_info"]),
+        "error_message": row["error_message"], "is_debugger_paused": None, "call_site": row["call_site"],
+        "label_selector": _json(row["label_selector"]),
+        # Ray 2.60 answers an empty fallback list for a task given none; the task events do not carry one.
+        "fallback_strategy": {"options": []},
+    }  # fmt: skip
+
+
+def actor(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "actor_id": row["actor_id"], "class_name": row["class_name"], "state": row["state"], "job_id": row["job_id"],
+        "name": row["name"], "node_id": row["node_id"], "pid": row["pid"], "ray_namespace": row["ray_namespace"],
+        "serialized_runtime_env": row["serialized_runtime_env"],
+        "required_resources": _json(row["required_resources"]), "death_cause": _json(row["death_cause"]),
+        "is_detached": row["is_detached"], "placement_group_id": row["placement_group_id"],
+        "repr_name": row["repr_name"],
+        # int64 counters: Ray's protobuf-to-dict gives them as strings. Restarts by lineage reconstruction or
+        # node preemption are not told apart in the events: all are counted in num_restarts.
+        "num_restarts": str(row["num_restarts"] or 0), "num_restarts_due_to_lineage_reconstruction": "0",
+        "num_restarts_due_to_node_preemption": "0", "call_site": row["call_site"],
+        "label_selector": _json(row["label_selector"]), "fallback_strategy": None,
+    }  # fmt: skip
+
+
+def job(row: dict[str, Any]) -> dict[str, Any]:
+    """A job as JobDetails gives it (/api/jobs/ and /api/v0/jobs)."""
+    submission = row["type"] == "SUBMISSION"
+    driver = None
+    if row["job_id"] is not None:
+        pid = row["driver_pid"]
+        driver = {"id": row["job_id"], "node_ip_address": row["driver_ip_address"],
+                  "pid": str(pid) if pid is not None else None}  # fmt: skip
+    return {
+        "type": row["type"], "job_id": row["job_id"], "submission_id": row["submission_id"], "driver_info": driver,
+        "status": row["status"], "entrypoint": row["entrypoint"], "message": row["message"],
+        "error_type": row["error_type"], "start_time": row["start_time_ms"], "end_time": row["end_time_ms"],
+        "metadata": _json(row["metadata"]) or {}, "runtime_env": _json(row["runtime_env"]) or {},
+        # Ray fills these from the job supervisor: a driver of its own (type DRIVER) has none.
+        "driver_agent_http_address": row["driver_agent_http_address"] if submission else None,
+        "driver_node_id": row["driver_node_id"] if submission else None,
+        "driver_exit_code": row["driver_exit_code"] if submission else None,
+    }  # fmt: skip
+
+
+def node(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "node_id": row["node_id"], "node_ip": row["node_ip"], "is_head_node": row["is_head_node"],
+        "state": row["state"], "state_message": row["state_message"], "node_name": row["node_name"],
+        "resources_total": _json(row["resources_total"]) or {}, "labels": _json(row["labels"]) or {},
+        "start_time_ms": row["start_time_ms"] or 0, "end_time_ms": row["end_time_ms"] or 0,  # Ray: 0 when unset
+    }  # fmt: skip
+
+
+def worker(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "worker_id": row["worker_id"], "is_alive": row["is_alive"], "worker_type": row["worker_type"],
+        "exit_type": row["exit_type"], "node_id": row["node_id"], "ip": row["_node_ip"], "pid": row["pid"],
+        "exit_detail": row["exit_detail"], "worker_launch_time_ms": row["worker_launch_time_ms"],
+        "worker_launched_time_ms": row["worker_launched_time_ms"], "start_time_ms": row["start_time_ms"] or 0,
+        "end_time_ms": row["end_time_ms"] or 0, "debugger_port": None, "num_paused_threads": None,
+    }  # fmt: skip
+
+
+def placement_group(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "placement_group_id": row["placement_group_id"], "name": row["name"], "creator_job_id": row["creator_job_id"],
+        "state": row["state"], "bundles": _json(row["bundles"]), "is_detached": row["is_detached"],
+        "stats": _json(row["stats"]),
+        # Not kept by the collector's poll (label-based scheduling only): Ray's answer without them.
+        "topology_strategy": {}, "topology_assignments": {},
+    }  # fmt: skip
+
+
+CONVERT: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "tasks": task, "actors": actor, "jobs": job, "nodes": node, "workers": worker, "placement_groups": placement_group,
+}  # fmt: skip
+
+
+def profiling(cur: duckdb.DuckDBPyConnection, attempts: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """Each attempt's `profiling_data` as Ray builds it: its worker's spans, times in float ms."""
+    if not attempts:
+        return {}
+    sql_text = """SELECT p.task_id, p.attempt_number, p.component_type, p.worker_id, p.node_ip_address, p.event_name,
+                         p.start_time_ns, p.end_time_ns, p.extra_data
+                  FROM task_profile_events p
+                  JOIN (SELECT unnest(?::VARCHAR[]) AS task_id, unnest(?::INTEGER[]) AS attempt_number) k
+                    ON k.task_id = p.task_id AND k.attempt_number = p.attempt_number
+                  ORDER BY p.task_id, p.attempt_number, p.start_time_ns"""
+    found: dict[tuple[str, int], dict] = {}
+    params = [[task_id for task_id, _ in attempts], [attempt for _, attempt in attempts]]
+    for task_id, attempt, kind, worker_id, ip, name, start, end, extra in cur.execute(sql_text, params).fetchall():
+        data = found.setdefault((task_id, attempt), {"component_type": kind, "component_id": worker_id,
+                                                     "node_ip_address": ip, "events": []})  # fmt: skip
+        data["events"].append({"start_time": start / 1e6 if start is not None else None,
+                               "end_time": end / 1e6 if end is not None else None,
+                               "extra_data": _json(extra) or {}, "event_name": name})  # fmt: skip
+    return found
+
+
+def event_log_lines(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """The lines of every node's logs/events/event_*.log (Ray's legacy events: what /events answers)."""
+    query = """SELECT string_agg(text, '' ORDER BY "offset") FROM logs
+               WHERE starts_with(file, 'logs/events/event_') AND ends_with(file, '.log') AND omitted_bytes IS NULL
+               GROUP BY node, file_id, line_number ORDER BY node, file_id, line_number"""
+    return [line for (line,) in cur.execute(query).fetchall() if line]
+
+
+def driver_log_file(cur: duckdb.DuckDBPyConnection, submission_id: str) -> str | None:
+    """The file id of a submission's `job-driver-<submission_id>.log` (the newest, if several)."""
+    found = cur.execute(
+        "SELECT file_id FROM logs WHERE file = ? GROUP BY file_id ORDER BY max(read_at) DESC LIMIT 1",
+        ["logs/job-driver-" + submission_id + ".log"],
+    ).fetchone()
+    return found[0] if found else None
