@@ -18,7 +18,6 @@ TASK_STATUS_ORDER = ("NIL", "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PE
                      "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "RUNNING_IN_RAY_GET",
                      "RUNNING_IN_RAY_WAIT", "FINISHED", "FAILED", "GETTING_AND_PINNING_ARGS")  # fmt: skip
 STATUS_RANK = {state: rank for rank, state in enumerate(TASK_STATUS_ORDER)}
-# Ray's actors, workers and driver jobs carry a uint64 "unset" time where none was recorded.
 
 
 def _json(text: str | None) -> Any:
@@ -32,10 +31,11 @@ def count(cur: duckdb.DuckDBPyConnection, resource: Resource, clauses: list[str]
 
 def select(cur: duckdb.DuckDBPyConnection, resource: Resource, clauses: list[str], params: list[Any],
            limit: int | None) -> list[dict[str, Any]]:  # fmt: skip
-    """The matching rows of our table (and, for workers, their node's ip) in Ray's order."""
-    extra = ", (SELECT any_value(n.node_ip) FROM nodes n WHERE n.node_id = t.node_id) AS _node_ip"
-    query = f'SELECT t.*{extra if resource.table != "nodes" else ""} FROM "{resource.table}" t {sql(clauses)} ' \
-            f"ORDER BY {resource.order}" + (" LIMIT ?" if limit is not None else "")  # fmt: skip
+    """The matching rows of our table (and, for workers and actors, their node's ip) in Ray's order."""
+    node_ip = ", (SELECT any_value(n.node_ip) FROM nodes n WHERE n.node_id = t.node_id) AS _node_ip"
+    extra = node_ip if resource.table in ("workers", "actors") else ""
+    query = f'SELECT t.*{extra} FROM "{resource.table}" t {sql(clauses)} ORDER BY {resource.order}'
+    query += " LIMIT ?" if limit is not None else ""
     result = cur.execute(query, [*params, limit] if limit is not None else params)
     names = [column[0] for column in result.description or []]
     return [dict(zip(names, values, strict=True)) for values in result.fetchall()]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import duckdb
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -56,8 +55,6 @@ def _refusing(answer: Callable[[], Response]) -> Response:
     try:
         return answer()
     except StateApiError as exc:
-        return state_error(str(exc))
-    except duckdb.Error as exc:  # a value DuckDB cannot compare (never expected: values are bound)
         return state_error(str(exc))
 
 
