@@ -36,9 +36,9 @@ def _catalog_row(request: Request) -> dict[str, Any]:
 @router.get("/api/version", include_in_schema=False)
 def version(request: Request) -> Response:
     row = _catalog_row(request)
-    # ray_commit is not archived: the collector records the Ray version only.
-    return RayJSON({"version": VERSION, "ray_version": row.get("ray_version"), "ray_commit": None,
-                    "session_name": row["session"]})  # fmt: skip
+    gcs = rows.gcs_metadata(_opened(request).cursor("logs"))
+    return RayJSON({"version": VERSION, "ray_version": row.get("ray_version") or gcs.get("ray_version"),
+                    "ray_commit": gcs.get("ray_commit"), "session_name": row["session"]})  # fmt: skip
 
 
 def _nodes(opened: OpenSession) -> list[dict[str, Any]]:
@@ -174,15 +174,25 @@ def cluster_status(request: Request) -> Response:
 def cluster_metadata(request: Request) -> Response:
     """What Ray keeps in its KV store at start (ray_version, session start...), from the manifest."""
     row = _catalog_row(request)
-    return rest_response(OK, "", ray_version=row.get("ray_version"), session_name=row["session"],
+    ray_version = row.get("ray_version") or rows.gcs_metadata(_opened(request).cursor("logs")).get("ray_version")
+    return rest_response(OK, "", ray_version=ray_version, session_name=row["session"],
                          session_start_timestamp_ms=row.get("start_time_ms"))  # fmt: skip
 
 
 @router.get("/events", include_in_schema=False)
 def events(request: Request, job_id: str | None = None) -> Response:
     """Ray's legacy events (logs/events/event_*.log), grouped by job ("global" when none), as event_head."""
+    grouped = group_events(rows.event_log_lines(_opened(request).cursor("logs")))
+    if job_id is None:
+        all_events = {owner: list(found.values()) for owner, found in grouped.items()}
+        return rest_response(OK, "All events fetched.", events=all_events)
+    return rest_response(OK, "Job events fetched.", job_id=job_id, events=list(grouped.get(job_id, {}).values()))
+
+
+def group_events(lines: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """event_head's `_update_events`: job id (or "global") -> event id -> event, the last copy kept."""
     grouped: dict[str, dict[str, dict[str, Any]]] = {}
-    for line in rows.event_log_lines(_opened(request).cursor("logs")):
+    for line in lines:
         try:
             event = json.loads(line)
         except ValueError:
@@ -191,10 +201,7 @@ def events(request: Request, job_id: str | None = None) -> Response:
             continue
         owner = (event.get("custom_fields") or {}).get("job_id") or "global"
         grouped.setdefault(owner, {})[event["event_id"]] = event
-    if job_id is None:
-        all_events = {owner: list(found.values()) for owner, found in grouped.items()}
-        return rest_response(OK, "All events fetched.", events=all_events)
-    return rest_response(OK, "Job events fetched.", job_id=job_id, events=list(grouped.get(job_id, {}).values()))
+    return grouped
 
 
 # Ray's timezone_utils table: the server's UTC offset -> the zone name Ray's UI formats times in.

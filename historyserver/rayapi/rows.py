@@ -4,6 +4,7 @@ record Ray's state API answers (Ray's names, types and nesting). Our /api/v1 kee
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -170,5 +171,17 @@ def driver_log_file(cur: duckdb.DuckDBPyConnection, submission_id: str) -> str |
     found = cur.execute(
         "SELECT file_id FROM logs WHERE file = ? GROUP BY file_id ORDER BY max(read_at) DESC LIMIT 1",
         ["logs/job-driver-" + submission_id + ".log"],
-    ).fetchone()
-    return found[0] if found else None
+    ).fetchall()
+    return found[0][0] if found else None
+
+
+def gcs_metadata(cur: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """`ray_version` and `ray_commit` from the GCS's start line ("Ray cluster metadata ray_version=...
+    ray_commit=..."): the archive's one record of the commit, and of the version when the manifest lacks it."""
+    found = cur.execute(
+        """SELECT text FROM logs WHERE starts_with(file, 'logs/gcs_server.out')
+           AND contains(text, 'Ray cluster metadata ray_version=') LIMIT 1"""
+    ).fetchall()
+    if not found:
+        return {}
+    return dict(re.findall(r"(ray_version|ray_commit)=(\S+)", found[0][0]))
