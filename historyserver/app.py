@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ui
 
-from . import rayapi
+from . import rayapi, rayfrontend
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
@@ -55,6 +55,7 @@ def create_app(history: HistoryServer) -> FastAPI:
         app.include_router(module.views.api, prefix=API)
         app.include_router(module.views.pages)
     app.include_router(rayapi.router)  # Ray's own dashboard API, per session: /ray/{ns}/{cluster}/{session}/...
+    app.include_router(rayfrontend.router)  # after the API: its catch-all serves the frontend's files
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

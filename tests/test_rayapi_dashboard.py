@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 
 from archive.storage import open_storage
 from historyserver.app import create_app
-from historyserver.rayapi.dashboard import group_events
 from historyserver.rayapi.envelope import to_google_style
 from historyserver.server import HistoryServer, ServerSettings
 
@@ -107,14 +106,11 @@ def test_logical_actors_are_the_live_ones(client: TestClient) -> None:
     assert one["data"]["detail"]["actorId"] == next(iter(theirs))
 
 
-def test_legacy_event_files_group_into_the_live_events_answer() -> None:
-    """The capture's logs/events/event_*.log, grouped as /events groups them, are what the live /events gave.
-    (The test archive's logs do not hold these files: the endpoint over it answers an empty dict.)"""
+def test_the_archived_legacy_events_are_what_the_live_events_answer_gave(client: TestClient) -> None:
+    """The collector tails logs/events/event_*.log into LEGACY_EVENT rows; /events groups them as Ray does."""
     expected = live("events.json")
-    lines = [line for name in ("event_JOBS.log", "event_RAYLET.log")
-             for line in fixture_bytes("legacy_events", "run1", name).decode().splitlines()]  # fmt: skip
-    grouped = group_events(lines)
-    events = {owner: [to_google_style(event) for event in found.values()] for owner, found in grouped.items()}
+    answer = client.get(f"{BASE}/events").json()
+    events = {owner: [to_google_style(event) for event in found] for owner, found in answer["data"]["events"].items()}
     assert events == expected["data"]["events"]
 
 

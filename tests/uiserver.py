@@ -43,6 +43,9 @@ def captured_archive(root: Path) -> Path:
         fixture_path("export_api_files", "run1_with_enable_ray_event", "event_EXPORT_SUBMISSION_JOB.log"),
         session / "logs" / "export_events" / "event_EXPORT_SUBMISSION_JOB.log",
     )
+    (session / "logs" / "events").mkdir()
+    for name in ("event_JOBS.log", "event_RAYLET.log"):  # Ray's legacy events, tailed as LEGACY_EVENT rows
+        shutil.copy(fixture_path("legacy_events", "run1", name), session / "logs" / "events" / name)
     (root / "ray" / "session_latest").symlink_to(session)
     (session / f"gcs_server_port_{CAPTURED_NODE}").write_text("6379")
     answers = {

@@ -182,23 +182,17 @@ def cluster_metadata(request: Request) -> Response:
 @router.get("/events", include_in_schema=False)
 def events(request: Request, job_id: str | None = None) -> Response:
     """Ray's legacy events (logs/events/event_*.log), grouped by job ("global" when none), as event_head."""
-    grouped = group_events(rows.event_log_lines(_opened(request).cursor("logs")))
+    grouped = group_events(rows.legacy_events(_opened(request).cursor("events")))
     if job_id is None:
         all_events = {owner: list(found.values()) for owner, found in grouped.items()}
         return rest_response(OK, "All events fetched.", events=all_events)
     return rest_response(OK, "Job events fetched.", job_id=job_id, events=list(grouped.get(job_id, {}).values()))
 
 
-def group_events(lines: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+def group_events(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """event_head's `_update_events`: job id (or "global") -> event id -> event, the last copy kept."""
     grouped: dict[str, dict[str, dict[str, Any]]] = {}
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # a line cut by the end of the session
-        if not isinstance(event, dict) or "event_id" not in event:
-            continue
+    for event in events:
         owner = (event.get("custom_fields") or {}).get("job_id") or "global"
         grouped.setdefault(owner, {})[event["event_id"]] = event
     return grouped

@@ -10,6 +10,8 @@ from typing import Any
 
 import duckdb
 
+from archive.events import rebuild_event
+
 from .filters import sql
 from .resources import Resource
 
@@ -158,12 +160,13 @@ def profiling(cur: duckdb.DuckDBPyConnection, attempts: list[tuple[str, int]]) -
     return found
 
 
-def event_log_lines(cur: duckdb.DuckDBPyConnection) -> list[str]:
-    """The lines of every node's logs/events/event_*.log (Ray's legacy events: what /events answers)."""
-    query = """SELECT string_agg(text, '' ORDER BY "offset") FROM logs
-               WHERE starts_with(file, 'logs/events/event_') AND ends_with(file, '.log') AND omitted_bytes IS NULL
-               GROUP BY node, file_id, line_number ORDER BY node, file_id, line_number"""
-    return [line for (line,) in cur.execute(query).fetchall() if line]
+def legacy_events(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Ray's legacy events (logs/events/event_*.log, what /events answers), as the collector archived them:
+    a LEGACY_EVENT row per line, rebuilt as the line Ray wrote, oldest first."""
+    query = """SELECT event_id, event_type, source_type, payload FROM events WHERE event_type = 'LEGACY_EVENT'
+               ORDER BY timestamp, event_id"""
+    names = ("event_id", "event_type", "source_type", "payload")
+    return [rebuild_event(dict(zip(names, row, strict=True))) for row in cur.execute(query).fetchall()]
 
 
 def driver_log_file(cur: duckdb.DuckDBPyConnection, submission_id: str) -> str | None:
