@@ -79,6 +79,7 @@ def test_the_overview_shows_jobs_failures_and_nodes(client: httpx.Client) -> Non
     assert "probe-job-1" in html and "Job entrypoint command failed with exit code 1" in html
     assert "ValueError: intentional failure from always_fails" in html  # the failure's last line
     assert f'href="{SESSION}/tasks?state=FAILED&amp;func_or_class_name=always_fails"' in html
+    assert f'href="/ray/default/local/{CAPTURED_SESSION}/">Open in Ray Dashboard' in html
     summary = twin(client, SESSION)["summary"]
     assert f">{summary['tasks_by_state']['FAILED']}<" in html
     assert summary["nodes"][0]["node_id"][:12] in html
@@ -167,7 +168,7 @@ def test_a_refused_filter_keeps_the_page_usable(client: httpx.Client) -> None:
     """The reason above the same page, its filters still there with what was typed, to mend it."""
     html = page(client, "/jobs?status=FAILED&since=a+while", status=400)
     assert 'role="alert"' in html and "90m, 24h or 7d" in html
-    assert '<form class="filters"' in html and '<option selected>FAILED</option>' in html
+    assert '<form class="filters"' in html and "<option selected>FAILED</option>" in html
     assert "No job matches" in html
 
 
