@@ -104,7 +104,9 @@ UNSTATISTICAL_COLUMNS: dict[str, tuple[str, ...]] = {"logs": ("text", "raw"), "e
 # Column names are the Ray state API's wherever Ray has one; ids are lowercase hex; times are int64 epoch
 # milliseconds (`*_ms`, as the state API gives them) or nanoseconds (`*_ns`) where a timeline wants them;
 # maps and nested records are JSON text. A derivation with a newer SNAPSHOT_SCHEMA_VERSION replaces old snapshots.
-SNAPSHOT_SCHEMA_VERSION = 1
+# 2: tasks and actors whose end Ray never reported keep their last state, with end_unknown (they were
+# made FAILED/DEAD); task_log_info merged field by field.
+SNAPSHOT_SCHEMA_VERSION = 2
 
 
 def _snapshot(name: str, fields: list[pa.Field]) -> pa.Schema:
@@ -125,7 +127,8 @@ SNAPSHOT_TABLES: dict[str, pa.Schema] = {
             pa.field("name", pa.string()),
             pa.field("func_or_class_name", pa.string()),
             pa.field("type", pa.string()),  # NORMAL_TASK, ACTOR_TASK, ACTOR_CREATION_TASK, DRIVER_TASK
-            # The final state; NIL when only the definition was seen. In a closed session never a live one.
+            # The last reported state (terminal ones win); NIL when only the definition was seen. In an ended
+            # session a live one here has end_unknown set.
             pa.field("state", pa.string()),
             pa.field("node_id", pa.string()),
             pa.field("worker_id", pa.string()),
@@ -151,6 +154,10 @@ SNAPSHOT_TABLES: dict[str, pa.Schema] = {
             pa.field("call_site", pa.string()),
             pa.field("label_selector", pa.string()),  # JSON object
             pa.field("is_retry", pa.bool_()),  # attempt_number > 0
+            # The session ended and Ray never reported this attempt's end (FINISHED or FAILED): Ray drops
+            # task events under load. Then no end time is made up, and the reason says what is known.
+            pa.field("end_unknown", pa.bool_()),
+            pa.field("end_unknown_reason", pa.string()),
         ],
     ),
     "actors": _snapshot(
@@ -178,6 +185,9 @@ SNAPSHOT_TABLES: dict[str, pa.Schema] = {
             pa.field("serialized_runtime_env", pa.string()),
             pa.field("call_site", pa.string()),
             pa.field("label_selector", pa.string()),  # JSON object
+            # The session ended and Ray never reported this actor DEAD: its state is the last reported.
+            pa.field("end_unknown", pa.bool_()),
+            pa.field("end_unknown_reason", pa.string()),
         ],
     ),
     # A row per job as /api/jobs/ lists them (a submission, with the driver it started, or a driver of its

@@ -14,10 +14,14 @@ Rules (docs/archive.md, "Reconstruction rules"):
   after its owner's FINISHED.
 - Duplicate events (a batch the agent sent twice) change nothing: every aggregate is idempotent (any value,
   min, max, first report), and profile events, each of which becomes rows, are kept once per event id.
-- A closed session has nothing running: a task, actor, job, worker or node still live at its end ends at
-  `SessionEnd.end_ns` with a terminal state that says why (CLUSTER_TERMINATED). An incomplete session (its
-  collectors silent too long) counts as closed at its last heartbeat; a running one is shown as its events
-  left it.
+- A task's log info can come in pieces too (files and start offsets, then end offsets): each field is the
+  latest report's where it has one, else the earliest report's.
+- A history invents no failures. Ray drops task events when its buffers overflow, so a task attempt or an
+  actor of an ended session whose end was never reported keeps its last reported state, with no end time,
+  `end_unknown` set and `end_unknown_reason` saying what is known. A job, worker or node still live at the
+  end ends at `SessionEnd.end_ns` with a terminal state that says why (CLUSTER_TERMINATED): the GCS reports
+  those, and the end of the cluster is what ended them. An incomplete session (its collectors silent too
+  long) counts as ended at its last heartbeat; a running one is shown as its events left it.
 - Ids are lowercase hex, NULL where Ray writes none (empty or all 0xff); times are epoch ms (`*_ms`, as the
   state API has them) or ns.
 """
@@ -42,7 +46,7 @@ from archive.schema import SNAPSHOT_TABLES
 ON_DEMAND_TABLES = frozenset({"task_profile_events"})
 OPENING_TABLES = tuple(name for name in SNAPSHOT_TABLES if name not in ON_DEMAND_TABLES)
 
-# What a task, job or worker that the end of the cluster cut short reports as its error type or exit type.
+# What a job or worker that the end of the cluster cut short reports as its error type or exit type.
 # Not one of Ray's own values, on purpose: Ray never saw these end.
 CLUSTER_TERMINATED = "CLUSTER_TERMINATED"
 
@@ -140,6 +144,14 @@ CREATE OR REPLACE TEMP MACRO rh_task_rank(code, at_ns) AS
 CREATE OR REPLACE TEMP MACRO rh_rank_state(rank) AS {_TASK_STATE_LIST}[(rank % 32)::INTEGER];
 CREATE OR REPLACE TEMP MACRO rh_rank_is_terminal(rank) AS rank >= 4611686018427387904;
 -- A JSON object of state -> epoch ms from (state, ns) rows with one row per state, earliest first.
+-- Two log infos of one attempt, field by field: the latest report's value where it has one.
+CREATE OR REPLACE TEMP MACRO rh_merged_log_info(latest, earliest) AS {{
+    'stdoutFile': coalesce(latest.stdoutFile, earliest.stdoutFile),
+    'stderrFile': coalesce(latest.stderrFile, earliest.stderrFile),
+    'stdoutStart': coalesce(latest.stdoutStart, earliest.stdoutStart),
+    'stdoutEnd': coalesce(latest.stdoutEnd, earliest.stdoutEnd),
+    'stderrStart': coalesce(latest.stderrStart, earliest.stderrStart),
+    'stderrEnd': coalesce(latest.stderrEnd, earliest.stderrEnd)}};
 CREATE OR REPLACE TEMP MACRO rh_state_times(state, ns) AS
     '{{' || string_agg(to_json(state) || ':' || (ns // 1000000), ',' ORDER BY ns, state) || '}}';
 """
@@ -385,7 +397,7 @@ TASKS = f"""
 WITH
 lifecycle AS (  -- a row per lifecycle event, its payload parsed once
     SELECT task_id, task_attempt AS attempt_number, rh_id(node_id) AS node_id, rh_id(worker_id) AS worker_id,
-           json_transform(payload, {TASK_LIFECYCLE}).taskLifecycleEvent AS body
+           epoch_ns(timestamp) AS event_ns, json_transform(payload, {TASK_LIFECYCLE}).taskLifecycleEvent AS body
     FROM events
     WHERE event_type = 'TASK_LIFECYCLE_EVENT' AND task_id IS NOT NULL AND task_attempt IS NOT NULL
 ),
@@ -433,7 +445,9 @@ reports AS (  -- a row per transition (an event without any, which carries log o
     SELECT task_id, attempt_number, node_id, worker_id,
            -- Only the executing worker's RUNNING report carries its pid; the owner's say 0.
            nullif(body.workerPid, 0) AS worker_pid,
-           body.rayErrorInfo AS error_info, body.taskLogInfo AS log_info,
+           body.rayErrorInfo AS error_info,
+           -- The log info behind its event's time, so that the greatest text is the latest report.
+           lpad(event_ns::VARCHAR, 20, '0') || body.taskLogInfo AS log_info,
            transition.state AS state, rh_task_state_code(transition.state) AS code,
            rh_ns(transition.timestamp) AS at_ns
     FROM (SELECT *, unnest(coalesce(nullif(body.stateTransitions, []), [NULL])) AS transition FROM lifecycle)
@@ -455,7 +469,11 @@ attempts AS (
            any_value(worker_id) AS worker_id,
            max(worker_pid) AS worker_pid,
            any_value(error_info) AS error_info,
-           any_value(log_info) AS log_info,
+           -- Ray can send the log files and start offsets on one event and the end offsets on a later one:
+           -- the latest and the earliest report are merged field by field below. (A min and a max cost
+           -- little; a list or an arg_max per field, which a third piece would need, cost seconds.)
+           max(log_info) AS log_latest,
+           min(log_info) AS log_earliest,
            max(rh_task_rank(code, at_ns)) AS last_rank,
            {_first_reports()},
            list({{'state': state, 'at_ns': at_ns}}) FILTER (state NOT IN {REPORTED_TASK_STATES}) AS other_reports
@@ -465,11 +483,13 @@ attempts AS (
 merged AS (
     SELECT a.*, t.* EXCLUDE (definition_id),
            coalesce(rh_rank_state(last_rank), 'NIL') AS reported_state,
-           s.closed AND NOT coalesce(rh_rank_is_terminal(last_rank), false) AS cut_short,
-           s.end_ns AS session_end_ns, s.reason AS session_reason, s.error_type AS cut_error_type,
+           s.closed AND NOT coalesce(rh_rank_is_terminal(last_rank), false) AS end_unknown,
+           s.end_ns AS session_end_ns, s.reason AS session_reason, dj.finished_ns AS job_finished_ns,
            list_sort(other_reports) AS other_sorted  -- by state, then time
     FROM attempts AS a
     LEFT JOIN definition_texts AS t USING (definition_id)
+    -- An attempt's job id is its task id's last 4 bytes (a missing definition leaves job_id NULL).
+    LEFT JOIN rh_driver_jobs AS dj ON dj.job_id = coalesce(a.job_id, right(a.task_id, 8))
     CROSS JOIN rh_session_end AS s
 ),
 final AS (
@@ -477,11 +497,15 @@ final AS (
            -- States Ray 2.60 does not report, each from its first report (they never decide the final state).
            list_filter(other_sorted, lambda o, i: i = 1 OR other_sorted[i - 1].state != o.state) AS other_states,
            json_transform(error_info, {TASK_ERROR}) AS error,
-           json_transform(log_info, {TASK_LOG_INFO}) AS log,
+           CASE WHEN log_latest IS NULL THEN NULL
+                WHEN substr(log_latest, 21) = substr(log_earliest, 21)
+                THEN json_transform(substr(log_latest, 21), {TASK_LOG_INFO})
+                ELSE rh_merged_log_info(json_transform(substr(log_latest, 21), {TASK_LOG_INFO}),
+                                        json_transform(substr(log_earliest, 21), {TASK_LOG_INFO})) END AS log,
            coalesce("PENDING_ARGS_AVAIL", epoch_ns(defined_at)) AS creation_ns,
            "RUNNING" AS start_ns,
-           CASE WHEN cut_short THEN session_end_ns
-                WHEN reported_state = 'FINISHED' THEN "FINISHED"
+           -- An end nobody reported stays unknown: no time is made up for it.
+           CASE WHEN reported_state = 'FINISHED' THEN "FINISHED"
                 WHEN reported_state = 'FAILED' THEN "FAILED" END AS end_ns
     FROM merged
 )
@@ -493,7 +517,7 @@ SELECT
     name,
     func_or_class_name,
     type,
-    CASE WHEN cut_short THEN 'FAILED' ELSE reported_state END AS state,
+    reported_state AS state,
     node_id,
     worker_id,
     worker_pid::INTEGER AS worker_pid,
@@ -504,12 +528,9 @@ SELECT
     language,
     required_resources,
     serialized_runtime_env,
-    CASE WHEN cut_short THEN cut_error_type ELSE error.errorType END AS error_type,
-    CASE WHEN cut_short
-         THEN 'The cluster ended' || coalesce(' (' || session_reason || ')', '')
-              || ' before the task finished; its last reported state was ' || reported_state || '.'
-         -- The state API gives Ray's error messages without the terminal colours the event stream keeps.
-         ELSE regexp_replace(error.errorMessage, chr(27) || '\\[[0-9;]*m', '', 'g') END AS error_message,
+    error.errorType AS error_type,
+    -- The state API gives Ray's error messages without the terminal colours the event stream keeps.
+    regexp_replace(error.errorMessage, chr(27) || '\\[[0-9;]*m', '', 'g') AS error_message,
     rh_ms(creation_ns) AS creation_time_ms,
     rh_ms(start_ns) AS start_time_ms,
     rh_ms(end_ns) AS end_time_ms,
@@ -524,7 +545,18 @@ SELECT
     END AS task_log_info,
     call_site,
     label_selector,
-    attempt_number > 0 AS is_retry
+    attempt_number > 0 AS is_retry,
+    end_unknown,
+    CASE WHEN end_unknown THEN
+        'Ray reported no end of this attempt (its last reported state was ' || reported_state || ') before the '
+        || 'session ended' || coalesce(' (' || session_reason || ')', '') || '. '
+        || CASE WHEN job_finished_ns <= session_end_ns
+                THEN 'Its job''s driver exited at '
+                     || strftime(make_timestamp(job_finished_ns // 1000), '%Y-%m-%d %H:%M:%S UTC')
+                     || ', so it had ended by then, '
+                ELSE 'It may have finished, failed, or been stopped by the end of the cluster: ' END
+        || 'Ray drops task events when its buffers overflow (see the session''s incomplete counts).'
+    END AS end_unknown_reason
 FROM final
 """
 
@@ -572,8 +604,7 @@ state_times AS (
 merged AS (
     SELECT coalesce(l.actor_id, def.actor_id) AS actor_id, def.job_id, def.d, l.* EXCLUDE (actor_id),
            st.state_times, coalesce(l.state, 'DEPENDENCIES_UNREADY') AS reported_state,
-           s.closed AND coalesce(l.state, '') <> 'DEAD' AS cut_short,
-           s.end_ns AS session_end_ns, s.reason AS session_reason
+           s.closed AND coalesce(l.state, '') <> 'DEAD' AS end_unknown, s.reason AS session_reason
     FROM lifecycle AS l
     FULL JOIN definition AS def USING (actor_id)
     LEFT JOIN state_times AS st USING (actor_id)
@@ -585,7 +616,7 @@ SELECT
     d.name AS name,
     d.rayNamespace AS ray_namespace,
     rh_id(job_id) AS job_id,
-    CASE WHEN cut_short THEN 'DEAD' ELSE reported_state END AS state,
+    reported_state AS state,
     node_id,
     worker_id,
     pid::INTEGER AS pid,
@@ -594,22 +625,25 @@ SELECT
     d.isDetached AS is_detached,
     coalesce(repr_name, '') AS repr_name,
     death_cause,
-    CASE WHEN cut_short
-         THEN 'The cluster ended' || coalesce(' (' || session_reason || ')', '')
-              || ' while the actor was ' || reported_state || '.'
-         ELSE coalesce(
-             json_extract_string(death_cause, '$.actorDiedErrorContext.errorMessage'),
-             json_extract_string(death_cause, '$.creationTaskFailureContext.formattedExceptionString'),
-             json_extract_string(death_cause, '$.runtimeEnvFailedContext.errorMessage'),
-             json_extract_string(death_cause, '$.actorUnschedulableContext.errorMessage'),
-             json_extract_string(death_cause, '$.oomContext.errorMessage')) END AS error_message,
+    coalesce(
+        json_extract_string(death_cause, '$.actorDiedErrorContext.errorMessage'),
+        json_extract_string(death_cause, '$.creationTaskFailureContext.formattedExceptionString'),
+        json_extract_string(death_cause, '$.runtimeEnvFailedContext.errorMessage'),
+        json_extract_string(death_cause, '$.actorUnschedulableContext.errorMessage'),
+        json_extract_string(death_cause, '$.oomContext.errorMessage')) AS error_message,
     rh_ms(start_ns) AS start_time_ms,
-    rh_ms(CASE WHEN cut_short THEN session_end_ns ELSE end_ns END) AS end_time_ms,
+    -- An end nobody reported stays unknown: no time is made up for it.
+    rh_ms(end_ns) AS end_time_ms,
     coalesce(num_restarts, 0)::INTEGER AS num_restarts,
     state_times,
     d.serializedRuntimeEnv AS serialized_runtime_env,
     nullif(d.callSite, '') AS call_site,
-    d.labelSelector AS label_selector
+    d.labelSelector AS label_selector,
+    end_unknown,
+    CASE WHEN end_unknown THEN
+        'Ray reported no death of this actor (its last reported state was ' || reported_state || ') before the '
+        || 'session ended' || coalesce(' (' || session_reason || ')', '') || ': it was stopped then at the latest.'
+    END AS end_unknown_reason
 FROM merged
 ORDER BY actor_id
 """

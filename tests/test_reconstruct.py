@@ -373,7 +373,7 @@ def without_terminal_reports(rows: Iterable[dict[str, Any]], task_ids: set[str])
     ]
 
 
-def test_a_closed_session_ends_what_was_still_running(capture: list[dict[str, Any]]) -> None:
+def test_a_closed_session_says_which_ends_ray_never_reported(capture: list[dict[str, Any]]) -> None:
     squares = {row["task_id"] for row in rebuild(capture)["tasks"].to_pylist() if row["name"] == "square"}
     # probe-job-2 as if its submission had not ended: no final status in the export file or the dashboard.
     rows = [
@@ -390,25 +390,29 @@ def test_a_closed_session_ends_what_was_still_running(capture: list[dict[str, An
     )
     for key, task in closed_tasks.items():
         before = live_tasks[key]
-        if key[0] in squares:
-            # Not closed: as the events left it. Closed: failed, and saying why.
+        if key[0] in squares or (task["type"] == "DRIVER_TASK" and before["state"] == "RUNNING"):
+            # Not closed: as the events left it. Closed: still its last reported state, no failure made up,
+            # no end time made up, and saying why its end is unknown.
             assert (before["state"], before["end_time_ms"], before["error_type"]) == ("RUNNING", None, None)
-            assert (task["state"], task["error_type"]) == ("FAILED", CLUSTER_TERMINATED)
-            assert "RayCluster deleted" in task["error_message"] and "RUNNING" in task["error_message"]
-            assert task["end_time_ms"] == end.end_ns // 1_000_000 and task["end_time_ns"] == end.end_ns
-            assert task["duration_ms"] == task["end_time_ms"] - task["start_time_ms"]
-            assert "FAILED" not in json.loads(task["state_times"])  # only what Ray reported
-        elif task["type"] == "DRIVER_TASK" and before["state"] == "RUNNING":
-            assert task["state"] == "FAILED"  # the internal drivers ran until the end
+            assert not before["end_unknown"] and before["end_unknown_reason"] is None
+            assert (task["state"], task["error_type"], task["error_message"]) == ("RUNNING", None, None)
+            assert task["end_unknown"] is True
+            assert "RayCluster deleted" in task["end_unknown_reason"] and "RUNNING" in task["end_unknown_reason"]
+            assert (task["end_time_ms"], task["end_time_ns"], task["duration_ms"]) == (None, None, None)
+            assert task["state_times"] == before["state_times"]  # only what Ray reported
+            assert {**task, "end_unknown": False, "end_unknown_reason": None} == before
         else:
             assert task == before
+            assert task["end_unknown"] is False
 
     actors = {actor["class_name"]: actor for actor in closed["actors"].to_pylist()}
     for was_alive in ("_AutoscalingCoordinatorActor", "_StatsActor"):
         actor = actors[was_alive]
-        assert actor["state"] == "DEAD" and "RayCluster deleted" in actor["error_message"]
-        assert actor["end_time_ms"] == end.end_ns // 1_000_000 and actor["death_cause"] is None
+        assert (actor["state"], actor["end_time_ms"], actor["error_message"]) == ("ALIVE", None, None)
+        assert actor["end_unknown"] and "RayCluster deleted" in actor["end_unknown_reason"]
+        assert "ALIVE" in actor["end_unknown_reason"] and actor["death_cause"] is None
     assert actors["Counter"]["error_message"] == "The actor is dead because it was killed by `ray.kill`."
+    assert not actors["Counter"]["end_unknown"] and actors["Counter"]["end_unknown_reason"] is None
 
     (node,) = closed["nodes"].to_pylist()
     assert (node["state"], node["end_time_ms"]) == ("DEAD", end.end_ns // 1_000_000)
@@ -423,9 +427,14 @@ def test_a_closed_session_ends_what_was_still_running(capture: list[dict[str, An
     assert "RayCluster deleted" in probe2["message"] and probe2["end_time_ms"] == end.end_ns // 1_000_000
     assert closed_jobs["probe-job-1"] == live_jobs["probe-job-1"]  # it had ended by itself
 
-    # Nothing is left running.
-    assert {task["state"] for task in closed_tasks.values()} == {"FINISHED", "FAILED"}
-    assert {actor["state"] for actor in actors.values()} == {"DEAD"}
+    # Nothing is left running unexplained, and no failure is made up.
+    for task in closed_tasks.values():
+        assert task["state"] in ("FINISHED", "FAILED") or (task["end_unknown"] and task["end_unknown_reason"])
+    assert sum(task["state"] == "FAILED" for task in closed_tasks.values()) == sum(
+        task["state"] == "FAILED" for task in live_tasks.values()
+    )
+    for actor in actors.values():
+        assert actor["state"] == "DEAD" or (actor["end_unknown"] and actor["end_unknown_reason"])
     assert {job["status"] for job in closed["jobs"].to_pylist() if not job["is_hidden"]} <= {"SUCCEEDED", "FAILED"}
     assert not any(worker["is_alive"] for worker in closed["workers"].to_pylist())
     cut = [worker for worker in closed["workers"].to_pylist() if worker["exit_type"] == CLUSTER_TERMINATED]
