@@ -44,19 +44,20 @@ TASKS = Table(
     frozenset({"creation_time_ms", "start_time_ms", "end_time_ms", "duration_ms", "name", "func_or_class_name",
                "state", "attempt_number", "job_id", "node_id"}),
     "creation_time_ms",
-    frozenset({"required_resources", "state_times", "task_log_info"}),
-    # Ray's own list without detail, with the error message and times a list of tasks is read for.
+    frozenset({"required_resources", "state_times", "task_log_info", "label_selector"}),
+    # Ray's own list without detail, with the error message and times a list of tasks is read for, and
+    # whether the end is unknown (a live state in an ended session is read with it).
     ("task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
      "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type", "error_message", "creation_time_ms",
-     "start_time_ms", "end_time_ms", "duration_ms", "is_retry"),
-    # A driver's own task: Ray's state API leaves them out, and one still running when the cluster ended
-    # would be counted among the failures.
+     "start_time_ms", "end_time_ms", "duration_ms", "is_retry", "end_unknown"),
+    # A driver's own task: Ray's state API leaves them out, and Ray's internal drivers run until the
+    # cluster ends, their end never reported.
     "type = 'DRIVER_TASK'",
 )  # fmt: skip
 ACTORS = Table(
     "actors",
     frozenset({"start_time_ms", "end_time_ms", "class_name", "name", "state", "job_id", "node_id", "num_restarts"}),
-    "start_time_ms", frozenset({"required_resources", "death_cause", "state_times"}),
+    "start_time_ms", frozenset({"required_resources", "death_cause", "state_times", "label_selector"}),
 )  # fmt: skip
 JOBS = Table(
     "jobs", frozenset({"start_time_ms", "end_time_ms", "status", "submission_id", "job_id"}),
@@ -260,6 +261,41 @@ def failure_counts(cur: duckdb.DuckDBPyConnection, job_id: str | None = None, li
     return rows(cur.execute(sql, [*params, limit]))
 
 
+# What the events left out, in the rows a list shows (a driver's own task is hidden): ends never reported
+# (end_unknown) and entities known only from their lifecycle, their definition never received.
+INCOMPLETE = """
+    SELECT t.*, a.*
+    FROM (SELECT count(*) FILTER (WHERE end_unknown) AS tasks_end_unknown,
+                 count(*) FILTER (WHERE type IS NULL) AS tasks_without_definition
+          FROM tasks {tasks_where}) AS t,
+         (SELECT count(*) FILTER (WHERE end_unknown) AS actors_end_unknown,
+                 count(*) FILTER (WHERE class_name IS NULL) AS actors_without_definition
+          FROM actors) AS a
+"""
+
+# Ray's own count of the task events it dropped, by type (STATUS_EVENT, PROFILE_EVENT). The GCS reports a
+# running total as a gauge: each series' greatest value, summed over series (a restarted GCS starts anew).
+DROPPED_TASK_EVENTS = """
+    SELECT kind, sum(dropped)::BIGINT AS dropped
+    FROM (SELECT coalesce(labels->>'Type', 'UNKNOWN') AS kind, max(value) AS dropped
+          FROM metrics WHERE name = 'ray_gcs_task_manager_task_events_dropped' GROUP BY node, labels)
+    GROUP BY kind ORDER BY kind
+"""
+
+
+def incomplete_counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """How many tasks and actors the source left incomplete: an end never reported, a definition never sent."""
+    where, _ = _where({}, TASKS.hidden)
+    result = cur.execute(INCOMPLETE.format(tasks_where=where))
+    return {name: int(value) for name, value in rows(result)[0].items()}
+
+
+def dropped_task_events(cur: duckdb.DuckDBPyConnection) -> dict[str, int] | None:
+    """Task events Ray says it dropped, by type; None when the archive has no sample of its counter."""
+    found = rows(cur.execute(DROPPED_TASK_EVENTS))
+    return {row["kind"]: int(row["dropped"]) for row in found} if found else None
+
+
 def cluster_resources(nodes: list[dict[str, Any]]) -> dict[str, float]:
     """What the cluster's nodes offered together (CPU, GPU, memory...), each node counted once."""
     total: dict[str, float] = {}
@@ -390,7 +426,7 @@ def job_log_files(cur: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str,
 
 TIMELINE = """
     SELECT p.task_id, p.attempt_number, p.job_id, p.node_id, p.worker_id, p.component_type, p.event_name,
-           p.start_time_ns, p.end_time_ns, t.name AS task_name, t.func_or_class_name
+           p.start_time_ns, p.end_time_ns, p.extra_data, t.name AS task_name, t.func_or_class_name, t.actor_id
     FROM task_profile_events p
     LEFT JOIN tasks t ON t.task_id = p.task_id AND t.attempt_number = p.attempt_number
     {where} ORDER BY p.start_time_ns
@@ -407,11 +443,24 @@ def timeline(cur: duckdb.DuckDBPyConnection, job_id: str | None) -> list[dict[st
             "name": span["event_name"], "cat": span["component_type"] or "task", "ph": "X",
             "ts": start / 1000, "dur": max(0, (end or start) - start) / 1000,
             "pid": f"node:{span['node_id']}", "tid": f"worker:{span['worker_id']}",
-            "args": {"task_id": span["task_id"], "attempt_number": span["attempt_number"],
+            "args": {**_extra_data(span["extra_data"]),
+                     "task_id": span["task_id"], "attempt_number": span["attempt_number"],
                      "job_id": span["job_id"], "name": span["task_name"],
-                     "func_or_class_name": span["func_or_class_name"]},
+                     "func_or_class_name": span["func_or_class_name"], "actor_id": span["actor_id"]},
         })  # fmt: skip
     return trace
+
+
+def _extra_data(text: str | None) -> dict[str, Any]:
+    """A span's extra data as Ray's timeline puts it in `args`: its keys (a failed task's type, value and
+    traceback) before the task's own; text that is not a JSON object is kept whole under `extra_data`."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"extra_data": text}
+    return value if isinstance(value, dict) else {"extra_data": text}
 
 
 def log_slice(cur: duckdb.DuckDBPyConnection, node_id: str | None, filename: str, start: int, end: int) -> Any:

@@ -92,7 +92,7 @@ def ray_run() -> Iterator[RayRun]:
             state = json.loads(dump.stdout)
             workload_ended_ns = time.time_ns()
             session_dir = (workdir / "ray" / "session_latest").resolve()
-            # A job still running when the cluster goes: its tasks must not stay RUNNING in the history.
+            # A job still running when the cluster goes: its tasks must not stay RUNNING unexplained in the history.
             ray.submit_job(f"{sys.executable} {sleeper.__file__}", KILLED_SUBMISSION_ID, {"owner": "tests"})
             _wait_for_running_tasks(ray.dashboard_url, "sleep_for_an_hour", 2)
         finally:

@@ -65,6 +65,13 @@ def test_one_session_has_a_summary(client: TestClient) -> None:
                                           if not name.startswith("node:")}  # fmt: skip
     assert summary["tasks_by_state"]["FINISHED"] > 0 and summary["tasks_by_state"]["FAILED"] > 0
     assert summary["jobs_by_status"]["SUCCEEDED"] >= 1
+    # Two actors were alive when the cluster was deleted and Ray reported no death for them; the scrape has
+    # Ray's own count of dropped task events.
+    assert summary["incomplete"] == {
+        "tasks_end_unknown": 0, "tasks_without_definition": 0, "actors_end_unknown": 2,
+        "actors_without_definition": 0, "ray_task_events_dropped": {"PROFILE_EVENT": 0, "STATUS_EVENT": 0},
+    }  # fmt: skip
+    assert summary["actors_by_state"] == {"DEAD": 5, "ALIVE": 2}
 
 
 def test_tasks_come_back_as_the_live_dashboard_listed_them(client: TestClient) -> None:
@@ -135,10 +142,12 @@ def test_actors_jobs_nodes_and_placement_groups(client: TestClient) -> None:
         ours = actors[actor["actor_id"]]
         assert ours["class_name"] == actor["class_name"]
         if actor["state"] == "ALIVE":
-            # Alive when the dashboard was asked; the session is closed now, so nothing is alive.
-            assert ours["state"] == "DEAD" and ours["error_message"]
+            # Alive when the dashboard was asked; the session is closed now and Ray never reported its death:
+            # its last state, not a made-up death, and saying its end is unknown.
+            assert (ours["state"], ours["end_time_ms"], ours["error_message"]) == ("ALIVE", None, None)
+            assert ours["end_unknown"] and "ALIVE" in ours["end_unknown_reason"]
         else:
-            assert ours["state"] == actor["state"]
+            assert ours["state"] == actor["state"] and not ours["end_unknown"]
     jobs = client.get(f"{BASE}/jobs").json()["items"]
     visible = {job["submission_id"] or job["job_id"]: job["status"] for job in jobs if not job["is_hidden"]}
     live_jobs = {job["submission_id"] or job["job_id"]: job["status"] for job in dashboard_answer("api_jobs_.json")}

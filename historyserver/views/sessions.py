@@ -50,10 +50,11 @@ def list_sessions(
 @views.get(SESSION_PATH, template="session.html")
 def get_session(request: Request, namespace: str, cluster: str, session: str) -> dict[str, Any]:
     """The catalog's row and a summary: nodes, the cluster's resources (its nodes' sum), counts by state,
-    the jobs, and the functions that failed most."""
+    the jobs, the functions that failed most, and what the source left incomplete."""
     server = server_of(request)
     row = server.session_row(namespace, cluster, session)
-    cur = server.open(namespace, cluster, session).cursor()
+    opened = server.open(namespace, cluster, session)
+    cur = opened.cursor()
     _, nodes = queries.page(cur, queries.NODES, queries.ListQuery(limit=queries.MAX_LIMIT))
     _, jobs = queries.page(cur, queries.JOBS, queries.ListQuery(limit=queries.MAX_LIMIT, detail=False))
     summary = {
@@ -64,5 +65,13 @@ def get_session(request: Request, namespace: str, cluster: str, session: str) ->
         "jobs_by_status": queries.job_status_counts(cur),
         "jobs": [job for job in jobs if not job.get("is_hidden")],
         "most_failed": queries.failure_counts(cur),
+        # Ray drops task events when its buffers overflow: the ends and definitions it never reported, and
+        # its own count of the events it dropped (null when no metric sample of it was archived).
+        "incomplete": {
+            **queries.incomplete_counts(cur),
+            "ray_task_events_dropped": opened.memoized(
+                ("ray_task_events_dropped",), lambda: queries.dropped_task_events(opened.cursor("metrics"))
+            ),
+        },
     }
     return {**row, "summary": summary}
