@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import dashboard, jobs, state
+from . import dashboard, jobs, libraries, logs, state, timeline
 
 PREFIX = "/ray/{namespace}/{cluster}/{session}"
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-for _module in (state, jobs, dashboard):
+for _module in (state, timeline, logs, jobs, dashboard, libraries):
     router.include_router(_module.router)

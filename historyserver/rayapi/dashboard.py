@@ -45,10 +45,11 @@ def _nodes(opened: OpenSession) -> list[dict[str, Any]]:
     return rows.select(opened.cursor(), NODES, [], [], None)
 
 
-def node_summary(row: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
+def node_summary(row: dict[str, Any]) -> dict[str, Any]:
     """One entry of `nodes?view=summary` (DataOrganizer's node summary): what the archive knows of a node.
-    Live readings (cpu, mem, disk, network, the agent's and GCS's processes) have no value after the fact
-    and are left out; the raylet's record, its workers and resources are there."""
+    Ray's answer for a dead node: its GCS record under `raylet`, an empty object store and no accelerator;
+    live readings (cpu, mem, disk, network, processes) have no value after the fact and are left out, as
+    Ray leaves them out once a node is dead. The host and ip the archive knows are kept."""
     node = rows.node(row)
     raylet = {
         "nodeId": node["node_id"], "nodeManagerAddress": node["node_ip"], "nodeManagerHostname": row["hostname"],
@@ -56,30 +57,17 @@ def node_summary(row: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str
         "stateMessage": node["state_message"], "resourcesTotal": to_google_style(node["resources_total"]),
         "labels": node["labels"], "startTimeMs": str(node["start_time_ms"]), "endTimeMs": str(node["end_time_ms"]),
         "instanceId": row["instance_id"] or "", "instanceTypeName": row["instance_type_name"] or "",
-        "coreWorkersStats": [], "numWorkers": len(workers),
+        # Ray's object store reading: its raylet's store stats, none once the node is dead.
+        "objectStoreUsedMemory": 0, "objectStoreAvailableMemory": 0,
     }  # fmt: skip
-    return {"now": time.time(), "hostname": row["hostname"], "ip": node["node_ip"], "raylet": raylet,
-            "workers": workers}  # fmt: skip
-
-
-def _workers_by_node(opened: OpenSession) -> dict[str, list[dict[str, Any]]]:
-    from .resources import WORKERS
-
-    found: dict[str, list[dict[str, Any]]] = {}
-    for row in rows.select(opened.cursor(), WORKERS, [], [], None):
-        worker = rows.worker(row)
-        found.setdefault(worker["node_id"], []).append(
-            {"pid": worker["pid"], "workerId": worker["worker_id"], "workerType": worker["worker_type"],
-             "isAlive": worker["is_alive"], "exitType": worker["exit_type"]})  # fmt: skip
-    return found
+    return {"now": time.time(), "hostname": row["hostname"], "ip": node["node_ip"], "raylet": raylet, "tpus": []}
 
 
 @router.get("/nodes", include_in_schema=False)
 def nodes(request: Request, view: str | None = None) -> Response:
     opened = _opened(request)
     if view == "summary":
-        workers = _workers_by_node(opened)
-        summary = [node_summary(row, workers.get(row["node_id"], [])) for row in _nodes(opened)]
+        summary = [node_summary(row) for row in _nodes(opened)]
         return rest_response(OK, "Node summary fetched.", google_style=False, summary=summary,
                              nodeLogicalResources={})  # fmt: skip
     if view is not None and view.lower() == "hostnamelist":
@@ -95,7 +83,11 @@ def node_detail(request: Request, node_id: str) -> Response:
     found = [row for row in _nodes(opened) if row["node_id"] == node_id]
     if not found:
         return rest_response(NOT_FOUND, f"Node {node_id} not found in this session.")
-    detail = node_summary(found[0], _workers_by_node(opened).get(node_id, []))
+    # Ray's detail adds the node's worker processes (live ones only: none now; the state API lists the dead
+    # ones) and the actors it placed there.
+    actors = {actor_id: actor for actor_id, actor in _actors(request).items() if actor["address"]["nodeId"] == node_id}
+    # A dead node sends and receives nothing; its load averages are not archived (the UI then shows none).
+    detail = {**node_summary(found[0]), "workers": [], "actors": actors, "networkSpeed": [0, 0], "loadAvg": []}
     return rest_response(OK, "Node details fetched.", google_style=False, detail=detail)
 
 
@@ -239,6 +231,16 @@ def prometheus_health() -> Response:
 def platform_events() -> Response:
     """No platform (Kubernetes) events are archived: the list is empty, as a live cluster without any."""
     return rest_response(OK, "Retrieved platform events", events=[])
+
+
+@router.get("/api/profiling_enabled", include_in_schema=False)
+def profiling_enabled() -> Response:
+    """Off, as Ray's default (RAY_DASHBOARD_ENABLE_PROFILING): the processes of a finished session are gone,
+    so there is nothing to attach py-spy or memray to. The defaults are Ray 2.60's, for the UI's dialogs."""
+    defaults = {"native": False, "subprocesses": False, "idle": False, "leaks": False,
+                "trace_python_allocators": False, "cpu_duration": 5, "memory_duration": 10, "max_duration": 60,
+                "cpu_format": "flamegraph", "memory_format": "flamegraph", "pyspy_native_supported": False}  # fmt: skip
+    return rest_response(OK, "", profiling_enabled=False, profiling_defaults=defaults)
 
 
 @router.get("/api/authentication_mode", include_in_schema=False)

@@ -188,3 +188,33 @@ def gcs_metadata(cur: duckdb.DuckDBPyConnection) -> dict[str, str]:
     if not found:
         return {}
     return dict(re.findall(r"(ray_version|ray_commit)=(\S+)", found[0][0]))
+
+
+def node_id_by_ip(cur: duckdb.DuckDBPyConnection, node_ip: str) -> str | None:
+    """The node that had this ip (Ray resolves an ip among live nodes; here every node of the session)."""
+    found = cur.execute("SELECT node_id FROM nodes WHERE node_ip = ? ORDER BY start_time_ms DESC LIMIT 1",
+                        [node_ip]).fetchall()  # fmt: skip
+    return found[0][0] if found else None
+
+
+def latest_snapshot(cur: duckdb.DuckDBPyConnection, event_type: str) -> Any:
+    """The newest answer the collector polled from the head's dashboard (a DASHBOARD_* row), or None."""
+    found = cur.execute(
+        "SELECT payload FROM events WHERE event_type = ? ORDER BY timestamp DESC, event_id DESC LIMIT 1", [event_type]
+    ).fetchall()
+    return _json(found[0][0]) if found else None
+
+
+def dataset_metadata(cur: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str, Any]]:
+    """The newest EXPORT_DATASET_METADATA record of each dataset of a job (Ray writes one per change)."""
+    found = cur.execute(
+        """SELECT payload FROM events WHERE event_type = 'EXPORT_DATASET_METADATA' AND job_id = ?
+           ORDER BY timestamp, event_id""",
+        [job_id.lower()],
+    ).fetchall()
+    newest: dict[str, dict[str, Any]] = {}
+    for (payload,) in found:
+        data = (_json(payload) or {}).get("event_data")
+        if isinstance(data, dict) and isinstance(data.get("dataset_id"), str):
+            newest[data["dataset_id"]] = data
+    return list(newest.values())

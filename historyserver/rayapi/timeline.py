@@ -1,0 +1,28 @@
+"""Ray 2.60's task timeline (`state_head.tasks_timeline`): Chrome trace events of the session's profile spans,
+for one job or all, optionally as a download."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .. import queries
+from ..views.common import server_of
+from .envelope import RayJSON
+
+router = APIRouter()
+
+
+@router.get("/api/v0/tasks/timeline", include_in_schema=False)
+def tasks_timeline(request: Request, job_id: str | None = None, download: str | None = None) -> Response:
+    params = request.path_params
+    opened = server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    trace = queries.timeline(opened.cursor("task_profile_events"), job_id or None)
+    headers = None
+    if download == "1":
+        # Ray names the file by the job and the time of the request.
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        headers = {"Content-Disposition": f'attachment; filename="timeline-{job_id}-{stamp}.json"'}
+    return RayJSON(trace, headers=headers)
