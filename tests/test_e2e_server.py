@@ -92,6 +92,14 @@ def test_a_job_killed_with_its_cluster_shows_its_tasks_end_unknown_with_the_reas
     assert summary["incomplete"]["tasks_end_unknown"] >= 2
     dropped = summary["incomplete"]["ray_task_events_dropped"]  # Ray's own counter, when it was scraped
     assert dropped is None or all(isinstance(count, int) for count in dropped.values())
+    # What a person sees: the tasks listed with "end unknown", the task page with why, the overview says so.
+    page = base.removeprefix("/api/v1")
+    listed = client.get(f"{page}/tasks", params={"name": "sleep_for_an_hour"}, headers={"accept": "text/html"}).text
+    assert listed.count(">end unknown</span>") == 2
+    one = client.get(f"{page}/tasks/{sleepers[0]['task_id']}", headers={"accept": "text/html"}).text
+    assert "end unknown" in one and sleepers[0]["end_unknown_reason"] in one.replace("&#39;", "'")
+    overview = client.get(page, headers={"accept": "text/html"}).text
+    assert "have no recorded end" in overview
 
 
 def test_a_second_server_reads_the_written_snapshot_and_replays_nothing(ray_run, api, tmp_path: Path) -> None:
