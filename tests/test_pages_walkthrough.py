@@ -8,7 +8,6 @@ the main pages go to RAY_HISTORY_SCREENSHOTS when it is set (the README's come f
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .uiserver import CAPTURED_SESSION, Watch, served
+from .uiserver import CAPTURED_SESSION, Watch, served, shoot
 
 
 @dataclass(frozen=True)
@@ -27,13 +26,6 @@ class Story:
     printed: str | None  # something it printed (None: the workload's failing task prints nothing)
     log_pattern: str  # a regex that finds a line in the session's logs
     metric: str  # a metric the session archived
-
-
-def shoot(page: Any, name: str) -> None:
-    folder = os.environ.get("RAY_HISTORY_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
 
 
 def walk(page: Any, url: str, story: Story, screenshots: bool = False) -> None:

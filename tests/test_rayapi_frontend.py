@@ -14,7 +14,7 @@ import pytest
 from historyserver.rayapi import libraries
 
 from .conftest import fixture_bytes
-from .uiserver import CAPTURED_NODE, CAPTURED_SESSION
+from .uiserver import CAPTURED_NODE, CAPTURED_SESSION, shoot
 
 PREFIX = f"/ray/default/local/{CAPTURED_SESSION}"
 SQUARE_TASK = "e5cbd90b7f1fb776ffffffffffffffffffffffff02000000"
@@ -43,7 +43,7 @@ def settle(page: Any, name: str) -> None:
     """Let the page's polls answer (Ray's UI refreshes every few seconds), then keep a screenshot."""
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(1500)
-    page.screenshot(path=f"/tmp/rayui-{name}.png", full_page=True)
+    shoot(page, f"ray-dashboard-{name}")
 
 
 def test_overview(page: Any, failed: list[str], ui_url: str) -> None:

@@ -3,6 +3,7 @@ a port, and Debian's Chromium driven by Playwright: what the page tests browse a
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -100,6 +101,14 @@ class Watch:
     def assert_clean(self) -> None:
         assert self.outside == [], f"requests outside the server: {self.outside}"
         assert self.errors == [], f"errors in the browser: {self.errors}"
+
+
+def shoot(page: Any, name: str) -> None:
+    """A screenshot for the README, when RAY_HISTORY_SCREENSHOTS names a folder (docs/screenshots)."""
+    folder = os.environ.get("RAY_HISTORY_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
 
 
 @contextmanager
