@@ -103,3 +103,22 @@ def page(browser, ui_url: str):
     yield opened
     context.close()
     watch.assert_clean()
+
+
+def live_answer(name: str) -> dict[str, Any] | list[Any]:
+    """What Ray 2.60's live dashboard answered (dashboard_api/ of the capture)."""
+    return json.loads(fixture_bytes("dashboard_api", name).decode())
+
+
+@pytest.fixture(scope="session")
+def client(captured_archive: Path, tmp_path_factory: pytest.TempPathFactory):
+    """FastAPI's in-process client of a history server over the captured archive (a module may have its own)."""
+    from fastapi.testclient import TestClient
+
+    from archive.storage import open_storage
+    from historyserver.app import create_app
+    from historyserver.server import HistoryServer, ServerSettings
+
+    settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("captured-cache"), refresh_interval=3600)
+    with TestClient(create_app(HistoryServer(open_storage(str(captured_archive)), settings))) as client:
+        yield client

@@ -9,34 +9,16 @@ left out of `nodes?view=summary`; the actor's worker port is null in `logical/ac
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-from archive.storage import open_storage
-from historyserver.app import create_app
 from historyserver.rayapi.envelope import to_google_style
-from historyserver.server import HistoryServer, ServerSettings
 
-from .conftest import fixture_bytes
+from .conftest import live_answer as live
 
 SESSION = "session_2026-11-28_19-03-57_108652_5250"
 BASE = f"/ray/default/local/{SESSION}"
 NODE = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
-
-
-def live(name: str) -> dict | list:
-    return json.loads(fixture_bytes("dashboard_api", name).decode())
-
-
-@pytest.fixture(scope="module")
-def client(captured_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("rayapi-cache"), refresh_interval=3600)
-    with TestClient(create_app(HistoryServer(open_storage(str(captured_archive)), settings))) as test_client:
-        yield test_client
 
 
 def test_jobs_list_and_one_job_are_the_live_ones(client: TestClient) -> None:

@@ -6,20 +6,15 @@ where both have a file, and Ray's grouping is checked on the whole live listing.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from archive.storage import open_storage
-from historyserver.app import create_app
 from historyserver.rayapi import logfiles
-from historyserver.server import HistoryServer, ServerSettings
 
 from .conftest import FIXTURES, fixture_bytes
+from .conftest import live_answer as live
 
 SESSION = "session_2026-11-28_19-03-57_108652_5250"
 BASE = f"{'/ray/default/local/'}{SESSION}"
@@ -27,17 +22,6 @@ NODE = "50dae9eb11ba41e336fa66cb35aa1a3832f70b5b1c80e9d237bec012"
 COUNTER_WORKER_OUT = "worker-57b6114a4f85cb01276f7fd53549d46c07575eb2162a7e6e6783747c-02000000-6509.out"
 SQUARE_TASK = "e5cbd90b7f1fb776ffffffffffffffffffffffff02000000"  # square(), on worker pid 6355
 RUN1 = FIXTURES / "logs" / "run1"
-
-
-def live(name: str) -> dict:
-    return json.loads(fixture_bytes("dashboard_api", name).decode())
-
-
-@pytest.fixture(scope="module")
-def client(captured_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("rayapi-logs-cache"), refresh_interval=3600)
-    with TestClient(create_app(HistoryServer(open_storage(str(captured_archive)), settings))) as test_client:
-        yield test_client
 
 
 def log_file(client: TestClient, **params: str | int) -> bytes:

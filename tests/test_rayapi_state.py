@@ -14,8 +14,6 @@ Where our answer differs from the live one, it is on purpose and said here:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,23 +25,12 @@ from bench.archive_synth import write_session
 from historyserver.app import create_app
 from historyserver.server import HistoryServer, ServerSettings
 
-from .conftest import fixture_bytes
+from .conftest import live_answer as live
 
 SESSION = "session_2026-11-28_19-03-57_108652_5250"
 BASE = f"/ray/default/local/{SESSION}"
 EXTRA_TASK = "_StatsActor.get_datasets"  # made by the capture's own /api/data/datasets request, after the list
 ENVELOPE = {"total", "num_after_truncation", "num_filtered", "result", "partial_failure_warning", "warnings"}
-
-
-def live(name: str) -> dict:
-    return json.loads(fixture_bytes("dashboard_api", name).decode())
-
-
-@pytest.fixture(scope="module")
-def client(captured_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("rayapi-cache"), refresh_interval=3600)
-    with TestClient(create_app(HistoryServer(open_storage(str(captured_archive)), settings))) as test_client:
-        yield test_client
 
 
 def state(client: TestClient, path: str, **params: object) -> dict:
