@@ -1,1 +1,2 @@
-"""The JSON API under /api/v1: one router per resource, each thin; the SQL lives in historyserver.queries."""
+"""The views, one module per resource: each view is served as JSON under /api/v1 and, with a template, as
+the page at the same path without the prefix (views.common.Views). The SQL lives in historyserver.queries."""
