@@ -14,6 +14,7 @@ from ..views.common import server_of
 from . import rows
 from .envelope import StateApiError, list_reply, state_error
 from .filters import Options, options, where
+from .lineage import by_lineage
 from .resources import ACTORS, RESOURCES, TASKS, Resource
 
 router = APIRouter()
@@ -82,14 +83,18 @@ def summarize_tasks(request: Request) -> Response:
         summary_by = request.query_params.get("summary_by") or "func_name"
         if summary_by not in ("func_name", "task_name", "lineage"):
             raise StateApiError('summary_by must be one of "func_name", "task_name", or "lineage".')
-        if summary_by == "lineage":
-            # Ray nests tasks under their parents and actors (to_summary_by_lineage): not built yet.
-            raise StateApiError('summary_by "lineage" is not answered by the history server yet; use "func_name".')
         opts = _options(request)
         # Ray summarizes its list of at most RAY_MAX_LIMIT_FROM_API_SERVER tasks; a finished session is whole.
-        found = listing(opened, TASKS, Options(detail=False, filters=opts.filters), None)
+        # The lineage needs each task's parent and creation time, and the actors' names: the detailed rows.
+        lineage = summary_by == "lineage"
+        found = listing(opened, TASKS, Options(detail=lineage, filters=opts.filters), None)
+        if lineage:
+            actors = listing(opened, ACTORS, Options(detail=True), None)["result"]
+            summary = by_lineage(found["result"], actors)
+        else:
+            summary = by_func_name(found["result"])
         return list_reply(found["total"], found["num_after_truncation"], found["num_filtered"],
-                          {"node_id_to_summary": {"cluster": by_func_name(found["result"])}})  # fmt: skip
+                          {"node_id_to_summary": {"cluster": summary}})  # fmt: skip
 
     return _refusing(answer)
 
