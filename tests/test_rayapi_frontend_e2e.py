@@ -1,5 +1,6 @@
 """Ray's own dashboard, in Chromium, on the real-Ray end-to-end session after its cluster is gone: each page
-renders its content with no failed request, no console error and no request to another host."""
+renders its content (overview, jobs, a job, a task, actors, cluster, a dead node's logs) with no failed
+request, no console error and no request to another host."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def prefix(ray_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def test_rays_dashboard_renders_the_dead_session(ray_run, browser, prefix: tuple[str, str]) -> None:
     url, base = prefix
     job_id = next(job["job_id"] for job in ray_run.state["jobs"] if job.get("submission_id") == SUBMISSION_ID)
+    square = next(t for t in ray_run.state["tasks"] if t["job_id"] == job_id and t["func_or_class_name"] == "square")
+    node_id = ray_run.state["nodes"][0]["node_id"]
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     watch = Watch(url)
@@ -42,9 +45,17 @@ def test_rays_dashboard_renders_the_dead_session(ray_run, browser, prefix: tuple
         visit("overview", SUBMISSION_ID)
         visit("jobs", SUBMISSION_ID)
         visit(f"jobs/{job_id}", "Task Timeline")
+        visit(f"jobs/{job_id}/tasks/{square['task_id']}", "NORMAL_TASK")
         visit("actors", "Counter")
         cluster = visit("cluster", "DEAD")
         assert cluster.get_by_text("ALIVE", exact=True).count() == 0
+        # A dead node's logs: from its page, as Ray's Logs page lists live nodes only.
+        node = visit(f"cluster/nodes/{node_id}", node_id[:8])
+        node.get_by_role("link", name="log", exact=True).click()
+        node.get_by_text(f"Node: {node_id}").first.wait_for(timeout=TIMEOUT_MS)
+        node.get_by_role("link", name="raylet.out", exact=True).click()
+        node.get_by_text("raylet").first.wait_for(timeout=TIMEOUT_MS)
+        node.wait_for_load_state("networkidle")
     finally:
         context.close()
     assert failed == [], f"failed requests: {failed}"
