@@ -86,29 +86,31 @@ def summarize_tasks(request: Request) -> Response:
         opts = _options(request)
         # Ray summarizes its list of at most RAY_MAX_LIMIT_FROM_API_SERVER tasks; a finished session is whole.
         # The lineage needs each task's parent and creation time, and the actors' names: the detailed rows.
-        lineage = summary_by == "lineage"
-        found = listing(opened, TASKS, Options(detail=lineage, filters=opts.filters), None)
-        if lineage:
-            actors = listing(opened, ACTORS, Options(detail=True), None)["result"]
-            summary = by_lineage(found["result"], actors)
+        if summary_by == "lineage":
+            found = listing(opened, TASKS, Options(detail=True, filters=opts.filters), None)
+            summary = by_lineage(found["result"], listing(opened, ACTORS, Options(detail=True), None)["result"])
+            counts = found["total"], found["num_after_truncation"], found["num_filtered"]
         else:
-            summary = by_func_name(found["result"])
-        return list_reply(found["total"], found["num_after_truncation"], found["num_filtered"],
-                          {"node_id_to_summary": {"cluster": summary}})  # fmt: skip
+            cur = opened.cursor()
+            clauses = where(TASKS, Options(filters=opts.filters))
+            total = rows.count(cur, TASKS, clauses.source, clauses.source_params)
+            filtered = total if clauses.all == clauses.source else rows.count(cur, TASKS, clauses.all, clauses.params)
+            summary = by_func_name(rows.task_counts(cur, clauses.all, clauses.params))
+            counts = total, total, filtered
+        return list_reply(*counts, {"node_id_to_summary": {"cluster": summary}})
 
     return _refusing(answer)
 
 
-def by_func_name(tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    """TaskSummaries.to_summary_by_func_name: per name (else function), its type and state counts."""
+def by_func_name(counts: list[tuple[str, str, str, str, int]]) -> dict[str, Any]:
+    """TaskSummaries.to_summary_by_func_name from rows.task_counts."""
     summary: dict[str, dict[str, Any]] = {}
     totals = {"NORMAL_TASK": 0, "ACTOR_TASK": 0, "ACTOR_CREATION_TASK": 0}
-    for task in tasks:
-        key = task["name"] or task["func_or_class_name"]
-        entry = summary.setdefault(key, {"func_or_class_name": key, "type": task["type"], "state_counts": {}})
-        entry["state_counts"][task["state"]] = entry["state_counts"].get(task["state"], 0) + 1
-        if task["type"] in totals:
-            totals[task["type"]] += 1
+    for key, first_type, own_type, state, count in counts:
+        entry = summary.setdefault(key, {"func_or_class_name": key, "type": first_type, "state_counts": {}})
+        entry["state_counts"][state] = entry["state_counts"].get(state, 0) + count
+        if own_type in totals:
+            totals[own_type] += count
     return {"summary": summary, "total_tasks": totals["NORMAL_TASK"], "total_actor_tasks": totals["ACTOR_TASK"],
             "total_actor_scheduled": totals["ACTOR_CREATION_TASK"], "summary_by": "func_name"}  # fmt: skip
 
