@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from ray_history.localray import (
     collector_command,
     event_stream_env,
     free_port,
+    terminate,
     wait_healthy,
 )
 from ray_history.workloads import burst
@@ -179,14 +179,11 @@ def wait_listed(url: str, session: str, timeout: float = 60.0) -> None:
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 120.0) -> int:
-    """SIGTERM one process we started, wait for it; SIGKILL its group only if it does not exit."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+    """The process's exit code; one that had to be killed reports it (the benchmark still prints)."""
     try:
-        return process.wait(timeout=timeout)
+        return terminate(process, timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return process.wait()
+        return process.returncode
 
 
 def run(tasks: int, repeat: int, workdir: Path) -> list[tuple[str, str]]:

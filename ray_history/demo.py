@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import click
 
 from archive.storage import Storage, open_storage
 
-from .localray import LocalRay, collector_command, event_stream_env, free_port, wait_healthy
+from .localray import LocalRay, collector_command, event_stream_env, free_port, terminate, wait_healthy
 from .summary import summarise_archive
 from .workloads import probe
 
@@ -67,8 +66,7 @@ def run_demo(workdir: Path, ray_port: int, serve_port: int | None = 8080) -> int
     finally:
         _step("stopping Ray (about 10 s), then the collector (SIGTERM, as at pod deletion)")
         ray.stop()
-        collector.send_signal(signal.SIGTERM)
-        if collector.wait(timeout=60) != 0:
+        if terminate(collector) != 0:
             click.echo(f"the collector exited with {collector.returncode}; see {scratch / 'collector.log'}", err=True)
             status = 1
     storage = open_storage(str(archive))

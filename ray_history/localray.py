@@ -62,6 +62,19 @@ def collector_command(archive: str, port: int, spool_dir: Path, ray_temp_dir: Pa
     ]  # fmt: skip
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """SIGTERM one process we started (as Kubernetes does at pod deletion) and wait for it to leave on its
+    own; past `timeout`, SIGKILL its process group and raise subprocess.TimeoutExpired (it did not stop)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
 def wait_until_answers(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
     """Wait until `url` answers 200; fail early if the process meant to serve it has died."""
     deadline = time.monotonic() + timeout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from archive.storage import Storage, open_storage
 from collector.config import CollectorConfig
 from collector.polling import PollSettings
 from collector.service import Collector
-from ray_history.localray import free_port, wait_healthy
+from ray_history.localray import free_port, terminate, wait_healthy
 
 
 @contextmanager
@@ -59,11 +58,4 @@ def start_collector_process(command: list[str], log_path: Path, env: dict[str, s
 
 def stop_collector_process(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
     """SIGTERM, as Kubernetes does at pod deletion; the collector must flush and exit on its own."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
+    return terminate(process, timeout)
