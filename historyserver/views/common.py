@@ -94,17 +94,16 @@ class Views:
 
                 @functools.wraps(view)
                 def as_page(**arguments: Any) -> Response:
+                    context = page_context({name: value for name, value in arguments.items() if name != "request"})
                     try:
                         data = view(**arguments)
                     except BadRequest as exc:
                         if refused is None:
                             raise
-                        request = arguments.pop("request")
-                        return render(request, template, 400, data=refused, refused=str(exc), **page_context(arguments))
+                        return render(arguments["request"], template, 400, data=refused, refused=str(exc), **context)
                     if isinstance(data, Response):
                         return data
-                    request = arguments.pop("request")
-                    return render(request, template, data=data, **page_context(arguments))
+                    return render(arguments["request"], template, data=data, **context)
 
                 self.pages.get(path)(as_page)
             return view
