@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import msgspec
 
 from .errors import BadRequest, NotFound
 
@@ -147,7 +148,7 @@ class Ordering:
 
     def page(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], order: str, limit: int,
              offset: int) -> tuple[int, list[int]]:  # fmt: skip
-        """(how many rows match, the row ids of the page)."""
+        """(how many rows match, the row ids of the page). `where` and `order` may name the table `t`."""
         # One lock for building, reading and dropping: a page never reads a table being dropped.
         with self._lock:
             name, total = self._positions(where, params, order)
@@ -162,7 +163,7 @@ class Ordering:
         name = f"_order_{self.table.name}_{self._made}"
         self._made += 1
         self.db.execute(f"""CREATE TABLE "{name}" AS SELECT * FROM (
-            SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}" {where}
+            SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}" t {where}
         ) ORDER BY position""", params)  # fmt: skip
         [(total,)] = self.db.execute(f'SELECT count(*) FROM "{name}"').fetchall()
         self._built[key] = (name, total)
@@ -195,13 +196,12 @@ def _where(filters: dict[str, Any], hidden: str = "") -> tuple[str, list[Any]]:
 
 def rows(result: duckdb.DuckDBPyConnection, json_columns: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     names = [column[0] for column in result.description or []]
-    found = []
-    for values in result.fetchall():
-        row = dict(zip(names, values, strict=True))
-        for column in json_columns & row.keys():
+    decoded = json_columns.intersection(names)
+    found = [dict(zip(names, values, strict=True)) for values in result.fetchall()]
+    for row in found if decoded else ():
+        for column in decoded:
             if isinstance(row[column], str):
-                row[column] = json.loads(row[column])
-        found.append(row)
+                row[column] = msgspec.json.decode(row[column])
     return found
 
 

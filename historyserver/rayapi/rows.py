@@ -3,17 +3,18 @@ record Ray's state API answers (Ray's names, types and nesting). Our /api/v1 kee
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import duckdb
+import msgspec
 
 from archive.events import rebuild_event
 
+from .. import queries
 from .filters import sql
-from .resources import Resource
+from .resources import TASKS, Resource
 
 # Ray's TaskStatus numbers: a task's `events` list its states in this order (protobuf_to_task_state_dict).
 TASK_STATUS_ORDER = ("NIL", "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL",
@@ -23,8 +24,11 @@ TASK_STATUS_ORDER = ("NIL", "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PE
 STATUS_RANK = {state: rank for rank, state in enumerate(TASK_STATUS_ORDER)}
 
 
-def _json(text: str | None) -> Any:
-    return json.loads(text) if isinstance(text, str) and text else None
+def _json(value: Any) -> Any:
+    """A JSON column's value: decoded here, or already decoded by the query that read it."""
+    if isinstance(value, str):
+        return msgspec.json.decode(value) if value else None
+    return value
 
 
 def count(cur: duckdb.DuckDBPyConnection, resource: Resource, clauses: list[str], params: list[Any]) -> int:
@@ -42,6 +46,16 @@ def select(cur: duckdb.DuckDBPyConnection, resource: Resource, clauses: list[str
     result = cur.execute(query, [*params, limit] if limit is not None else params)
     names = [column[0] for column in result.description or []]
     return [dict(zip(names, values, strict=True)) for values in result.fetchall()]
+
+
+def tasks_page(cur: duckdb.DuckDBPyConnection, ordering: queries.Ordering, clauses: list[str], params: list[Any],
+               limit: int | None, detail: bool) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
+    """(how many tasks match, the first `limit` of them in Ray's order). The matching rows' positions are
+    kept per filter (`queries.Ordering`), so a list is a range of them and wide rows stay out of the sort;
+    without detail only Ray's base columns are read, and those are ours as they are (no conversion)."""
+    last = limit if limit is not None else 2**62
+    total, ids = ordering.page(cur, sql(clauses), params, TASKS.order, last, 0)
+    return total, queries.rows_by_id(cur, queries.TASKS, ids, None if detail else TASKS.base)
 
 
 def task_counts(cur: duckdb.DuckDBPyConnection, clauses: list[str], params: list[Any],
