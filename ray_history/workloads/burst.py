@@ -32,12 +32,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--fail-every", type=int, default=100)
+    parser.add_argument("--window", type=int, default=WINDOW, help="tasks submitted before waiting for them")
     args = parser.parse_args()
     ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False)
     started = time.monotonic()
     failed = 0
-    for first in range(0, args.tasks, WINDOW):
-        indexes = range(first, min(first + WINDOW, args.tasks))
+    for first in range(0, args.tasks, args.window):
+        indexes = range(first, min(first + args.window, args.tasks))
         refs = [tiny.remote(index, args.fail_every) for index in indexes]
         ray.wait(refs, num_returns=len(refs), fetch_local=False)
         # ray.get of a list raises at its first failure: the failing refs are fetched one by one (and so
@@ -48,7 +49,7 @@ def main() -> None:
                     ray.get(ref)
                 except ray.exceptions.RayTaskError:
                     failed += 1
-        if first and first % 20_000 == 0:
+        if first and first % 20_000 < args.window:
             print(f"{first:,} tasks done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     seconds = time.monotonic() - started
     # The core workers send their task events every second: let the last ones leave before the driver does.
