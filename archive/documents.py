@@ -91,3 +91,24 @@ T = TypeVar("T")
 
 def decode(data: bytes, kind: type[T]) -> T:
     return msgspec.json.decode(data, type=kind)
+
+
+class ExpiredKind(msgspec.Struct, omit_defaults=True):
+    """One kind of a session's data that retention removes (or removed): its objects go after the grace."""
+
+    at_ms: int  # when retention decided it
+    delete_after_ms: int  # when its objects may be deleted (at_ms + the grace)
+    reason: str  # the rule and why, as the plan printed it
+
+
+class Retention(msgspec.Struct, omit_defaults=True):
+    """sessions/.../retention.json: what retention decided for a session, written before anything is deleted.
+
+    `deleted`: the whole session goes; the server hides it at once and its objects are deleted after the
+    grace, this document last. `expired`: kinds (events, logs, metrics, snapshots) whose objects go while
+    the session stays; the server then says the kind expired instead of showing it empty, and never
+    derives a snapshot from what is left. Written again (merged) by every run; idempotent.
+    """
+
+    deleted: ExpiredKind | None = None
+    expired: dict[str, ExpiredKind] = msgspec.field(default_factory=dict)

@@ -3,7 +3,9 @@
 sessions/{namespace}/{cluster}/{session}/manifest.json
 sessions/{namespace}/{cluster}/{session}/nodes/{node}.json
 sessions/{namespace}/{cluster}/{session}/closed.json
+sessions/{namespace}/{cluster}/{session}/retention.json         what retention decided (documents.Retention)
 {kind}/{namespace}/{cluster}/{session}/{node}/part-{seq}.parquet     kind: events, logs, metrics
+{kind}/{namespace}/{cluster}/{session}/{node}/compacted-{first}_{last}.parquet   parts first..last, as one
 snapshots/{namespace}/{cluster}/{session}/{table}.parquet
 snapshots/{namespace}/{cluster}/{session}/snapshot.json
 """
@@ -19,6 +21,9 @@ PART_KINDS: tuple[PartKind, ...] = ("events", "logs", "metrics")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 _PART = re.compile(r"^part-(?P<seq>[0-9A-Za-z_-]+)\.parquet$")
+# A part sequence has no "_" (the collector writes "{13-digit id}-{8-digit number}"): it splits a range.
+_SEQ = re.compile(r"^[0-9A-Za-z-]{1,120}$")
+_COMPACTED = re.compile(r"^compacted-(?P<first>[0-9A-Za-z-]+)_(?P<last>[0-9A-Za-z-]+)\.parquet$")
 
 
 class InvalidName(ValueError):
@@ -82,19 +87,54 @@ def part_key(kind: PartKind, ref: SessionRef, node: str, seq: str) -> str:
     return f"{parts_prefix(kind, ref, node)}part-{check_name('part sequence', seq)}.parquet"
 
 
-def parse_part_key(key: str) -> tuple[PartKind, SessionRef, str, str] | None:
-    """(kind, session, node, seq) of a part key, or None if the key is not a part."""
+def retention_key(ref: SessionRef) -> str:
+    return f"sessions/{ref.path}/retention.json"
+
+
+def compacted_key(kind: PartKind, ref: SessionRef, node: str, first: str, last: str) -> str:
+    """One object holding the rows of the node's parts `first`..`last` (sequences in key order), in that order.
+
+    The range is in the key, so a listing alone tells which parts it replaces (`archive.parts.live`):
+    readers need no other document, and each compacted object appears in one atomic put."""
+    if kind not in PART_KINDS:
+        raise InvalidName(f"unknown part kind {kind!r}")
+    for seq in (first, last):
+        if not _SEQ.match(seq):
+            raise InvalidName(f"invalid part sequence {seq!r} for a compacted range")
+    if first > last:
+        raise InvalidName(f"empty compacted range {first!r}..{last!r}")
+    return f"{parts_prefix(kind, ref, node)}compacted-{first}_{last}.parquet"
+
+
+@dataclass(frozen=True)
+class PartName:
+    """A part or compacted object's place: kind, session, node, and the sequences it holds (one for a part)."""
+
+    kind: PartKind
+    ref: SessionRef
+    node: str
+    first: str
+    last: str
+    compacted: bool
+
+
+def parse_data_key(key: str) -> PartName | None:
+    """The PartName of a part or compacted key, or None for any other key."""
     bits = key.split("/")
     if len(bits) != 6 or bits[0] not in PART_KINDS:
         return None
-    match = _PART.match(bits[5])
-    if not match:
+    part, compacted = _PART.match(bits[5]), _COMPACTED.match(bits[5])
+    if not part and not compacted:
         return None
     try:
         ref = SessionRef(bits[1], bits[2], bits[3])
+        check_name("node", bits[4])
     except InvalidName:
         return None
-    return bits[0], ref, bits[4], match["seq"]  # type: ignore[return-value]
+    if part:
+        return PartName(bits[0], ref, bits[4], part["seq"], part["seq"], False)  # type: ignore[arg-type]
+    assert compacted is not None
+    return PartName(bits[0], ref, bits[4], compacted["first"], compacted["last"], True)  # type: ignore[arg-type]
 
 
 def snapshot_key(ref: SessionRef, table: str) -> str:

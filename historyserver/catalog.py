@@ -30,6 +30,7 @@ import msgspec
 import pyarrow as pa
 
 from archive import documents, layout
+from archive.parts import live
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -512,12 +513,12 @@ class Catalog:
         nodes: dict[str, set[str]] = {}
         listed = 0
         for kind in layout.PART_KINDS:
-            for info in self.storage.list(f"{kind}/"):
-                parsed = layout.parse_part_key(info.key)
+            for info in live(self.storage.list(f"{kind}/")):
+                parsed = layout.parse_data_key(info.key)
                 if parsed is None:
                     continue
                 listed += 1
-                _, ref, node, _ = parsed
+                ref, node = parsed.ref, parsed.node
                 mtime_ms = info.mtime_ns // 1_000_000
                 row = stats.get(ref.path)
                 if row is None:

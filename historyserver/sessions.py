@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from archive import layout
+from archive.parts import list_live
 from archive.schema import EVENTS, LOGS, METRICS
 from archive.storage import Storage
 
@@ -76,7 +77,7 @@ class OpenSession:
                 self.snapshot = self.snapshots.with_table(self.ref, self.end, self.snapshot, name)
                 source = f"SELECT * FROM {read_parquet_sql([self.snapshot.tables[name]])}"
             else:
-                parts = list(self.storage.list(layout.parts_prefix(name, self.ref)))  # type: ignore[arg-type]
+                parts = list_live(self.storage, name, self.ref)  # type: ignore[arg-type]
                 paths = self.mirror.paths(parts)
                 source = f"SELECT * FROM {read_parquet_sql(paths)}" if paths else empty_select_sql(RAW_SCHEMAS[name])
             self._db.execute(f'CREATE OR REPLACE VIEW "{name}" AS {source}')
@@ -118,5 +119,5 @@ class SessionCache:
         if end.closed or time.monotonic() - session.checked_at < RUNNING_RECHECK_S:
             return False
         session.checked_at = time.monotonic()
-        parts = list(self.storage.list(layout.parts_prefix("events", session.ref)))
+        parts = list_live(self.storage, "events", session.ref)
         return parts_fingerprint(parts) != session.snapshot.manifest.parts

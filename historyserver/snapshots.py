@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from archive import documents, layout
 from archive.parquet import table_to_parquet
+from archive.parts import list_live
 from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
@@ -144,7 +145,7 @@ class SnapshotStore:
         # Called first under the session's lock: a snapshot of it still being written is finished first,
         # so the cache is seen as it will be, and nothing is derived twice.
         self.wait_written(ref)
-        return list(self.storage.list(layout.parts_prefix("events", ref)))
+        return list_live(self.storage, "events", ref)
 
     def _lock_of(self, ref: layout.SessionRef) -> threading.Lock:
         # One derivation per session at a time: two requests for a cold session wait for one replay.

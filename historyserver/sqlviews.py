@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from archive import layout
+from archive.parts import list_live, live
 from archive.schema import SNAPSHOT_TABLES
 
 from .catalog import SessionQuery
@@ -79,7 +80,7 @@ def session_sandbox(server: HistoryServer, opened: OpenSession) -> Sandbox:
         path = opened.snapshot.tables.get(name)
         views[name] = _with_session(opened.ref, f"SELECT * FROM {read_parquet_sql([path])}") if path else None
     for kind in RAW_VIEWS:
-        parts = list(server.storage.list(layout.parts_prefix(kind, opened.ref)))
+        parts = list_live(server.storage, kind, opened.ref)
         views[kind] = _over_files(server.sessions.mirror.paths(parts), RAW_SCHEMAS[kind])
     return open_sandbox({name: sql for name, sql in views.items() if sql is not None}, _readable_dirs(server))
 
@@ -100,7 +101,9 @@ def archive_sandbox(server: HistoryServer, derive_missing: Callable[[str], None]
         wanted = [info for info in snapshot_files if info.key.endswith(f"/{name}.parquet")]
         views[name] = _over_files(server.sessions.mirror.paths(wanted), SNAPSHOT_TABLES[name])
     for kind in RAW_VIEWS:
-        views[kind] = _over_files(server.sessions.mirror.paths(server.storage.list(f"{kind}/")), RAW_SCHEMAS[kind])
+        views[kind] = _over_files(
+            server.sessions.mirror.paths(live(server.storage.list(f"{kind}/"))), RAW_SCHEMAS[kind]
+        )
     return open_sandbox(views, _readable_dirs(server))
 
 

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from archive import documents, layout
 from archive.parquet import parquet_to_table
+from archive.parts import list_live
 from archive.storage import Storage
 
 TASK_STATES = """
@@ -34,7 +35,7 @@ def summarise_archive(storage: Storage) -> str:
 
 
 def _session_summary(storage: Storage, ref: layout.SessionRef, manifest: documents.Manifest) -> list[str]:
-    parts = list(storage.list(layout.parts_prefix("events", ref)))
+    parts = list_live(storage, "events", ref)
     closed = any(True for _ in storage.list(layout.closed_key(ref)))
     lines = [
         f"session {ref.path}  (Ray {manifest.ray_version or '?'}, {'closed' if closed else 'open'})",
@@ -56,7 +57,7 @@ def _session_summary(storage: Storage, ref: layout.SessionRef, manifest: documen
 
 
 def _parts(storage: Storage, kind: layout.PartKind, ref: layout.SessionRef) -> pa.Table | None:
-    tables = [parquet_to_table(storage.get(part.key)) for part in storage.list(layout.parts_prefix(kind, ref))]
+    tables = [parquet_to_table(storage.get(part.key)) for part in list_live(storage, kind, ref)]
     return pa.concat_tables(tables) if tables else None
 
 

@@ -138,9 +138,9 @@ def test_parts_are_keyed_and_typed_as_the_collector_leaves_them(session: tuple[S
     assert len(parts) == stats.events.parts > 4
     nodes = Counter()
     for key, table in parts.items():
-        parsed = layout.parse_part_key(key)
-        assert parsed is not None and parsed[0] == "events" and parsed[1] == REF
-        nodes[parsed[2]] += 1
+        parsed = layout.parse_data_key(key)
+        assert parsed is not None and parsed.kind == "events" and parsed.ref == REF and not parsed.compacted
+        nodes[parsed.node] += 1
         assert table.schema.equals(EVENTS, check_metadata=False)
         assert 0 < table.num_rows < 2 * 8000
     markers = {info.key.rsplit("/", 1)[1][: -len(".json")] for info in storage.list(f"sessions/{REF.path}/nodes/")}
