@@ -58,12 +58,12 @@ from archive.events import (
     ray_event_to_row,
 )
 from archive.layout import PartKind, SessionRef
+from archive.logs import Attribution, FileChunk, chunk_rows, identify
+from archive.metrics import sample_rows
 from archive.parquet import rows_to_table, table_to_parquet
 from archive.schema import EVENT_COLUMNS, EVENTS, METRICS
 from archive.storage import Storage, open_storage
 from archive.storage.local import LocalStorage
-from collector.loglines import Attribution, FileChunk, chunk_rows, identify
-from collector.scrape import Scrape, scrape_rows
 
 from .table import print_table
 
@@ -2954,7 +2954,7 @@ class _LogFile:
 class WorkerLogs:
     """The workers' .out/.err files byte for byte as the task log offsets describe them (Ray's
     `:job_id:` line, then per task its `:task_name:` line and what it printed), shipped as the
-    collector ships them (collector.loglines), plus each submission's job-driver log."""
+    collector ships them (archive.logs), plus each submission's job-driver log."""
 
     def __init__(self, cast: Cast, workers: Workers, writer: PartWriter) -> None:
         self.cast = cast
@@ -3044,7 +3044,7 @@ class NodeMetrics:
                 'RayNodeType="head"', 'RayNodeType="worker"'
             )
         target = "127.0.0.1:8080"
-        samples = scrape_rows(Scrape(node.pod, target, text), node.hex, 0)
+        samples = sample_rows(text, node.pod, target, node.hex, 0)
         names = pa.array([sample["name"] for sample in samples], pa.string())
         types = pa.array([sample["type"] for sample in samples], pa.string())
         labels = pa.array([sample["labels"] for sample in samples], pa.string())

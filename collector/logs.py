@@ -29,10 +29,10 @@ import msgspec
 import pyarrow as pa
 
 from archive import layout
+from archive.logs import Attribution, FileChunk, chunk_rows, identify, marker_row
 from archive.parquet import table_to_parquet
 from archive.storage import Storage, StorageError
 
-from .loglines import Attribution, FileChunk, chunk_rows, identify, marker_row
 from .metrics import CollectorMetrics
 from .raysession import current_session_dir, node_id
 from .spool import write_file_atomic

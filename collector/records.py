@@ -24,11 +24,12 @@ from archive.events import (
     ray_event_to_row,
 )
 from archive.layout import InvalidName, PartKind, check_name
+from archive.metrics import sample_rows
 from archive.parquet import check_row, rows_to_table, table_to_parquet
 from archive.schema import EVENTS, METRICS
 
 from .dashboard import DashboardAnswer
-from .scrape import Scrape, scrape_rows
+from .scrape import Scrape
 from .spool import read_records
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def _polled_rows(record: Record) -> tuple[PartKind, list[dict[str, Any]], int]:
     if record.kind == "scrape":
         scrape = msgspec.json.decode(record.body, type=Scrape)
         try:
-            rows = scrape_rows(scrape, record.node_id, record.received_ns)
+            rows = sample_rows(scrape.text, scrape.node, scrape.target, record.node_id, record.received_ns)
             for row in rows:
                 check_row(row, METRICS)  # a sample's own timestamp can be anything
             return "metrics", rows, 0

@@ -1,4 +1,4 @@
-"""Scraping this node's Prometheus endpoints: which ones, fetching them, and a sample as a metrics row.
+"""Scraping this node's Prometheus endpoints: which ones, and fetching them (their rows: archive.metrics).
 
 The node's own metrics port comes from a flag, else from the `metrics_export_port_<node id>` file
 Ray writes into the session. The head also lists its dashboard's and autoscaler's endpoints (and
@@ -10,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import msgspec
-from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +84,3 @@ class Scrape(msgspec.Struct):
     node: str
     target: str
     text: str
-
-
-def scrape_rows(scrape: Scrape, node_id: str | None, timestamp_ns: int) -> list[dict[str, Any]]:
-    """A row per sample; a sample's own timestamp wins over the time of the scrape."""
-    rows = []
-    for family in text_string_to_metric_families(scrape.text):
-        for sample in family.samples:
-            if sample.value is None or math.isnan(sample.value):
-                continue
-            stamp = int(sample.timestamp * 1e9) if sample.timestamp is not None else timestamp_ns
-            rows.append({
-                "timestamp": stamp, "node": scrape.node, "node_id": node_id, "target": scrape.target,
-                "name": sample.name, "type": family.type, "value": float(sample.value),
-                "labels": json.dumps(sample.labels, sort_keys=True, separators=(",", ":")),
-            })  # fmt: skip
-    return rows
