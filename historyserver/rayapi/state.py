@@ -98,15 +98,22 @@ def summarize_tasks(request: Request) -> Response:
             summary = by_lineage(found["result"], listing(opened, ACTORS, Options(detail=True), None)["result"])
             counts = found["total"], found["num_after_truncation"], found["num_filtered"]
         else:
-            cur = opened.cursor()
-            clauses = where(TASKS, Options(filters=opts.filters))
-            total = rows.count(cur, TASKS, clauses.source, clauses.source_params)
-            filtered = total if clauses.all == clauses.source else rows.count(cur, TASKS, clauses.all, clauses.params)
-            summary = by_func_name(rows.task_counts(cur, clauses.all, clauses.params))
-            counts = total, total, filtered
+            # What Ray's dashboard and `ray summary tasks` ask, unfiltered, is computed once per opened session.
+            def summarize() -> tuple[tuple[int, int, int], dict[str, Any]]:
+                return _func_name_summary(opened, opts)
+
+            counts, summary = opened.memoized(("ray_task_summary",), summarize) if not opts.filters else summarize()
         return list_reply(*counts, {"node_id_to_summary": {"cluster": summary}})
 
     return _refusing(answer)
+
+
+def _func_name_summary(opened: OpenSession, opts: Options) -> tuple[tuple[int, int, int], dict[str, Any]]:
+    cur = opened.cursor()
+    clauses = where(TASKS, Options(filters=opts.filters))
+    total = rows.count(cur, TASKS, clauses.source, clauses.source_params)
+    filtered = total if clauses.all == clauses.source else rows.count(cur, TASKS, clauses.all, clauses.params)
+    return (total, total, filtered), by_func_name(rows.task_counts(cur, clauses.all, clauses.params))
 
 
 def by_func_name(counts: list[tuple[str, str, str, str, int]]) -> dict[str, Any]:
