@@ -115,15 +115,21 @@ def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery,
     return int(total), rows_by_id(cur, table, ids, columns)
 
 
-def rows_by_id(cur: duckdb.DuckDBPyConnection, table: Table, ids: list[int],
-               columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Rows (all columns, or these) by row id, in the order of `ids`.
+def rows_by_id(cur: duckdb.DuckDBPyConnection, table: Table, ids: list[int], columns: tuple[str, ...] | None = None,
+               computed: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows (all columns, or these) by row id, in the order of `ids`; `computed` gives some columns as SQL
+    over the row (aliased `t`) instead of as stored.
 
     DuckDB reads each column whole to find the rows, so every column left out makes this faster.
     """
     if not ids:
         return []
-    selected = ", ".join(f't."{column}"' for column in columns) if columns else "t.*"
+    computed = computed or {}
+    if columns:
+        selected = ", ".join(f'{computed.get(column, f"t.{column}")} AS "{column}"' for column in columns)
+    else:
+        selected = "t.*" + (" REPLACE (" + ", ".join(f'{sql} AS "{name}"' for name, sql in computed.items()) + ")"
+                             if computed else "")  # fmt: skip
     sql = f"""SELECT {selected}
               FROM (SELECT unnest(?::BIGINT[]) AS id, generate_subscripts(?::BIGINT[], 1) AS position) p
               JOIN "{table.name}" t ON t.rowid = p.id ORDER BY p.position"""

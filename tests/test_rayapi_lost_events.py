@@ -82,8 +82,23 @@ def test_rays_sdk_reads_every_task_we_list(lossy: tuple[TestClient, set[str]], d
     assert {task.type for task in without.values()} == {"NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK"}
 
 
-def test_rays_cli_formats_the_task_summary(lossy: tuple[TestClient, set[str]]) -> None:
-    client, _ = lossy
+def test_the_summary_counts_every_task_and_rays_cli_prints_it(lossy: tuple[TestClient, set[str]]) -> None:
+    client, lost = lossy
+    listed = answer(client, "tasks", limit=10000)
     summary = answer(client, "tasks/summarize")["result"]["node_id_to_summary"]
+    cluster = summary["cluster"]
+    counted = sum(sum(entry["state_counts"].values()) for entry in cluster["summary"].values())
+    assert counted == listed["total"]  # the tasks without a definition too, under ""
+    assert sum(cluster["summary"][""]["state_counts"].values()) == len(lost)
     printed = state_cli.format_summary_output(summary, resource=state_common.StateResource.TASKS)
     assert "FINISHED" in printed
+
+
+def test_a_type_filter_finds_what_the_list_shows(lossy: tuple[TestClient, set[str]]) -> None:
+    client, lost = lossy
+    found = set()
+    for kind in ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK"):
+        rows = answer(client, "tasks", limit=10000, filter_keys="type", filter_predicates="=", filter_values=kind)
+        assert {row["type"] for row in rows["result"]} == {kind}
+        found |= {row["task_id"] for row in rows["result"]} & lost
+    assert found == lost

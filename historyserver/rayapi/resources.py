@@ -22,6 +22,20 @@ class Resource:
     hidden: str = ""  # SQL true of rows the live dashboard never lists
 
 
+# A task whose definition Ray never sent (its buffers overflow under bursts) has no type and no names, but
+# Ray's CLI refuses a whole list where `type`, `name`, `func_or_class_name` or `parent_task_id` is not a
+# string. Its type is what its id says (Ray's TaskID: 8 unique bytes, then the ActorID: 12 unique bytes and
+# the JobID; a normal task's ActorID is nil, an actor creation task's unique bytes are); its names are
+# unknown (""), and /api/v1 says why (`end_unknown_reason`, the summary's `tasks_without_definition`).
+TASK_TYPE = """coalesce(t.type, CASE WHEN substr(t.task_id, 17, 24) = repeat('f', 24) THEN 'NORMAL_TASK'
+                                     WHEN starts_with(t.task_id, repeat('f', 16)) THEN 'ACTOR_CREATION_TASK'
+                                     ELSE 'ACTOR_TASK' END)"""
+
+
+def _defined(column: str) -> str:
+    return f"CASE WHEN t.type IS NULL THEN coalesce(t.{column}, '') ELSE t.{column} END"
+
+
 TASK_BASE = ("task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
              "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type")  # fmt: skip
 TASKS = Resource(
@@ -32,10 +46,11 @@ TASKS = Resource(
     frozenset({"actor_id", "attempt_number", "error_type", "func_or_class_name", "is_debugger_paused", "job_id",
                "language", "name", "node_id", "parent_task_id", "placement_group_id", "state", "task_id", "type",
                "worker_id", "worker_pid"}),
-    {"task_id": ("t.task_id", STR), "attempt_number": ("t.attempt_number", INT), "name": ("t.name", STR),
+    {"task_id": ("t.task_id", STR), "attempt_number": ("t.attempt_number", INT), "name": (_defined("name"), STR),
      "state": ("t.state", STR), "job_id": ("t.job_id", STR), "actor_id": ("t.actor_id", STR),
-     "type": ("t.type", STR), "func_or_class_name": ("t.func_or_class_name", STR),
-     "parent_task_id": ("t.parent_task_id", STR), "node_id": ("t.node_id", STR), "worker_id": ("t.worker_id", STR),
+     "type": (TASK_TYPE, STR), "func_or_class_name": (_defined("func_or_class_name"), STR),
+     "parent_task_id": (_defined("parent_task_id"), STR), "node_id": ("t.node_id", STR),
+     "worker_id": ("t.worker_id", STR),
      "worker_pid": ("t.worker_pid", INT), "error_type": ("t.error_type", STR), "language": ("t.language", STR),
      "placement_group_id": ("t.placement_group_id", STR),
      # The events we archive do not say whether a debugger paused a task: Ray's answer when none did.

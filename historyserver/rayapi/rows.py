@@ -55,33 +55,11 @@ def tasks_page(cur: duckdb.DuckDBPyConnection, ordering: queries.Ordering, claus
     without detail only Ray's base columns are read, and those are ours as they are (no conversion)."""
     last = limit if limit is not None else 2**62
     total, ids = ordering.page(cur, sql(clauses), params, TASKS.order, last, 0)
-    found = queries.rows_by_id(cur, queries.TASKS, ids, None if detail else TASKS.base)
-    for row in found:
-        if row["type"] is None:
-            without_definition(row)
-    return total, found
+    return total, queries.rows_by_id(cur, queries.TASKS, ids, None if detail else TASKS.base, WITHOUT_DEFINITION)
 
 
-# Ray's TaskID: 8 unique bytes, then the ActorID (12 unique bytes, then the 4-byte JobID), all hex here.
-_NIL_ACTOR_UNIQUE = "f" * 24
-_ACTOR_CREATION_UNIQUE = "f" * 16
-
-
-def without_definition(row: dict[str, Any]) -> None:
-    """Fill what Ray's TaskState requires of a task whose definition Ray never sent (its buffers overflowed):
-    Ray's CLI refuses a list where `type`, `name`, `func_or_class_name` or `parent_task_id` is not a string.
-    The type is what the task id says (an actor task's id holds its actor's); the names are unknown (""),
-    and our /api/v1 says why (`end_unknown_reason`, the summary's `tasks_without_definition`)."""
-    task_id = row["task_id"] or ""
-    if task_id[16:40] == _NIL_ACTOR_UNIQUE:
-        row["type"] = "NORMAL_TASK"
-    elif task_id[:16] == _ACTOR_CREATION_UNIQUE:
-        row["type"] = "ACTOR_CREATION_TASK"
-    else:
-        row["type"] = "ACTOR_TASK"
-    for column in ("name", "func_or_class_name", "parent_task_id"):
-        if row.get(column) is None:
-            row[column] = ""
+# Ray's columns of a task whose definition Ray never sent, as resources.TASKS gives them (strings its CLI reads).
+WITHOUT_DEFINITION = {name: TASKS.columns[name][0] for name in ("type", "name", "func_or_class_name", "parent_task_id")}
 
 
 def task_counts(cur: duckdb.DuckDBPyConnection, clauses: list[str], params: list[Any],
@@ -89,10 +67,11 @@ def task_counts(cur: duckdb.DuckDBPyConnection, clauses: list[str], params: list
     """(name else function, the name's type, the tasks' own type, state, attempts) of the matching tasks: what
     Ray's summary by function counts, counted in DuckDB rather than by building every row (a million tasks:
     milliseconds). A name's type is its first task's in Ray's order (by id), as Ray's summary keeps the first
-    it meets; its totals count each task's own type."""
+    it meets; its totals count each task's own type. Tasks whose definition Ray never sent count under ""
+    (their name in the lists)."""
     query = f"""WITH matching AS (
-                    SELECT coalesce(nullif(t.name, ''), t.func_or_class_name) AS key, t.type, t.state, t.task_id,
-                           t.attempt_number
+                    SELECT coalesce(nullif(t.name, ''), t.func_or_class_name, '') AS key,
+                           {TASKS.columns["type"][0]} AS type, t.state, t.task_id, t.attempt_number
                     FROM "tasks" t {sql(clauses)}),
                 firsts AS (
                     SELECT key, first(type ORDER BY task_id, attempt_number) AS type,
