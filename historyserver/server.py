@@ -17,6 +17,7 @@ from typing import Any
 from archive import layout
 from archive.storage import Storage
 
+from .answers import AnswerCache
 from .catalog import STATUSES, Catalog
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
@@ -42,12 +43,15 @@ class ServerSettings:
     sql_max_rows: int = 10_000
     # Index the jobs of every ended session in the background, deriving snapshots no replica has written.
     index_jobs: bool = True
+    # Encoded answers kept for repeated requests (historyserver.answers), in bytes across every session.
+    answer_cache_bytes: int = 64 * 1024 * 1024
 
 
 class HistoryServer:
     def __init__(self, storage: Storage, settings: ServerSettings) -> None:
         self.storage = storage
         self.settings = settings
+        self.answers = AnswerCache(settings.answer_cache_bytes)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(storage, None, settings.heartbeat_timeout)
         self.sessions = SessionCache(storage, settings.cache_dir, settings.max_open_sessions)

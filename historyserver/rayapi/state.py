@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from ..sessions import OpenSession
 from ..views.common import server_of
 from . import rows
-from .envelope import StateApiError, list_reply, state_error
+from .envelope import RayJSON, StateApiError, list_reply, state_error
 from .filters import Options, options, where
 from .lineage import by_lineage
 from .resources import ACTORS, RESOURCES, TASKS, Resource
@@ -71,9 +71,15 @@ def _list_route(resource: Resource) -> None:
         opened = _session(request)  # an unknown session is a 404 before anything else
 
         def answer() -> Response:
-            opts = _options(request)
-            found = listing(opened, resource, opts, opts.limit)
-            return list_reply(**found)
+            opts = _options(request)  # a bad value is refused before anything is looked up
+
+            def encoded() -> bytes:
+                return bytes(list_reply(**listing(opened, resource, opts, opts.limit)).body)
+
+            manifest = opened.snapshot.manifest
+            key = (opened.ref, manifest.parts, manifest.built_at_ms, resource.name,
+                   tuple(sorted(request.query_params.multi_items())))  # fmt: skip
+            return Response(server_of(request).answers.get(key, encoded), media_type=RayJSON.media_type)
 
         return _refusing(answer)
 
