@@ -1,6 +1,6 @@
 """The session catalog: one DuckDB row per session in the archive, kept fresh incrementally.
 
-Only the small JSON documents under `sessions/` are read (manifest, node markers, closed). Each one is
+Only the small JSON documents under `sessions/` are read (manifest, node markers, closed, retention). Each one is
 decoded into its own table, keyed by its object key, and a session's row is rebuilt from those tables
 whenever one of its documents changes; the listing's (size, mtime) of every document read is remembered
 so that an unchanged archive costs one listing and no reads. Status also depends on the clock (a session
@@ -42,7 +42,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DEFAULT_SORT = "-start_time_ms"
 
-DocKind = Literal["manifest", "node", "closed"]
+DocKind = Literal["manifest", "node", "closed", "retention"]
 
 # The row a caller sees, in this order. Everything here is a column of `sessions`.
 PUBLIC_COLUMNS: tuple[str, ...] = (
@@ -80,9 +80,13 @@ PUBLIC_COLUMNS: tuple[str, ...] = (
     "collector_version",
     "annotations",
     "unreadable",
+    "expired_kinds",
+    "expired",
 )
 # Sorting by a map or a list means nothing to a user.
-SORTABLE_COLUMNS: frozenset[str] = frozenset(PUBLIC_COLUMNS) - {"labels", "annotations", "unreadable"}
+SORTABLE_COLUMNS: frozenset[str] = frozenset(PUBLIC_COLUMNS) - {
+    "labels", "annotations", "unreadable", "expired_kinds", "expired"
+}  # fmt: skip
 _ROW_DECODER = msgspec.json.Decoder(dict[str, Any])
 
 _SCHEMA = [
@@ -103,6 +107,11 @@ _SCHEMA = [
         events_uploaded BIGINT, parts_uploaded BIGINT, events_quarantined BIGINT, spool_bytes BIGINT)""",
     """CREATE TABLE IF NOT EXISTS closures (
         key VARCHAR NOT NULL, path VARCHAR NOT NULL, closed_at_ms BIGINT, closed_by VARCHAR, reason VARCHAR)""",
+    # What retention decided: a deleted session gets no row in `sessions` (so no reader can show it);
+    # `expired` maps each expired kind to {at_ms, delete_after_ms, reason}.
+    """CREATE TABLE IF NOT EXISTS retentions (
+        key VARCHAR NOT NULL, path VARCHAR NOT NULL, deleted BOOLEAN NOT NULL, expired JSON,
+        expired_kinds VARCHAR[])""",
     # Filled only by refresh(scan_parts=True): listing every part is far dearer than listing sessions/.
     """CREATE TABLE IF NOT EXISTS part_stats (
         path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL, session VARCHAR NOT NULL,
@@ -120,10 +129,11 @@ _SCHEMA = [
         last_live_heartbeat_ms BIGINT, closed_at_ms BIGINT, closed_reason VARCHAR, closed_by VARCHAR,
         events_uploaded BIGINT, events_quarantined BIGINT, parts_uploaded BIGINT, spool_bytes BIGINT,
         parts BIGINT, parts_bytes BIGINT, has_manifest BOOLEAN NOT NULL, collector_version VARCHAR,
-        annotations JSON, unreadable VARCHAR[], label_terms VARCHAR[],
+        annotations JSON, unreadable VARCHAR[], expired_kinds VARCHAR[], expired JSON, label_terms VARCHAR[],
         search_text VARCHAR USING COMPRESSION uncompressed, row_json VARCHAR USING COMPRESSION uncompressed)""",
 ]
-_TABLES = ("catalog_meta", "documents", "manifests", "node_markers", "closures", "part_stats", "sessions")
+_TABLES = ("catalog_meta", "documents", "manifests", "node_markers", "closures", "retentions", "part_stats",
+           "sessions")  # fmt: skip
 
 _STRING = pa.string()
 _INT = pa.int64()
@@ -146,6 +156,10 @@ _NODE_MARKERS = pa.schema(
 _CLOSURES = pa.schema(
     [("key", _STRING), ("path", _STRING), ("closed_at_ms", _INT), ("closed_by", _STRING), ("reason", _STRING)]
 )
+_RETENTIONS = pa.schema(
+    [("key", _STRING), ("path", _STRING), ("deleted", pa.bool_()), ("expired", _STRING),
+     ("expired_kinds", pa.list_(_STRING))]
+)  # fmt: skip
 _PART_STATS = pa.schema(
     [("path", _STRING), ("namespace", _STRING), ("cluster", _STRING), ("session", _STRING), ("parts", _INT),
      ("parts_bytes", _INT), ("nodes", pa.int32()), ("first_part_ms", _INT), ("last_part_ms", _INT)]
@@ -154,6 +168,7 @@ _DOC_TABLES: dict[DocKind, tuple[str, pa.Schema]] = {
     "manifest": ("manifests", _MANIFESTS),
     "node": ("node_markers", _NODE_MARKERS),
     "closed": ("closures", _CLOSURES),
+    "retention": ("retentions", _RETENTIONS),
 }
 
 # A final marker means that node's collector is done with the session, so only the others keep it running.
@@ -195,6 +210,7 @@ WITH known AS (
         coalesce(n.parts_uploaded, 0) AS parts_uploaded, coalesce(n.spool_bytes, 0) AS spool_bytes,
         p.parts, p.parts_bytes, m.path IS NOT NULL AS has_manifest, m.collector_version,
         coalesce(m.annotations, '{{}}') AS annotations, coalesce(b.unreadable, []) AS unreadable,
+        coalesce(r.expired_kinds, []) AS expired_kinds, coalesce(r.expired, '{{}}') AS expired,
         coalesce(m.label_terms, []) AS label_terms,
         lower(concat_ws(' ', k.namespace, k.cluster, k.session, m.owner_name, m.rayjob, m.raycluster))
             AS search_text
@@ -204,6 +220,9 @@ WITH known AS (
     LEFT JOIN closures c USING (path)
     LEFT JOIN part_stats p USING (path)
     LEFT JOIN bad b USING (path)
+    LEFT JOIN retentions r USING (path)
+    -- A deleted session does not exist, whatever of it is still in the archive until the cleaner is done.
+    WHERE NOT coalesce(r.deleted, false)
 )
 SELECT *, {_ROW_JSON_SQL} AS row_json FROM (
     SELECT *, greatest(end_time_ms - start_time_ms, 0) AS duration_ms, {_STATUS_SQL} AS status FROM joined
@@ -596,6 +615,20 @@ class Catalog:
             ).fetchone()
         return _ROW_DECODER.decode(row[0]) if row is not None else None
 
+    def paths(self) -> set[str]:
+        """Every session that exists ("namespace/cluster/session"): what a cache may keep."""
+        with closing(self._cursor()) as cur:
+            return self._session_paths(cur)
+
+    def withheld(self, kind: str) -> set[str]:
+        """Sessions whose objects of this kind no reader may read: deleted ones, and those where the kind
+        expired (its objects are going, and a listing may catch them half gone)."""
+        with closing(self._cursor()) as cur:
+            rows = cur.execute(
+                "SELECT path FROM retentions WHERE deleted OR list_contains(expired_kinds, ?)", [kind]
+            ).fetchall()
+        return {path for (path,) in rows}
+
 
 # -- documents to rows -------------------------------------------------------------------------------
 
@@ -617,6 +650,8 @@ def _parse_session_key(key: str) -> _DocRef | None:
         return _DocRef(key, ref, "manifest")
     if bits[4] == "closed.json":
         return _DocRef(key, ref, "closed")
+    if bits[4] == "retention.json":
+        return _DocRef(key, ref, "retention")
     return None
 
 
@@ -627,6 +662,8 @@ def _decode_document(doc: _DocRef, data: bytes) -> dict[str, Any]:
         return base | _manifest_row(documents.decode(data, documents.Manifest))
     if doc.kind == "node":
         return base | _marker_row(doc, documents.decode(data, documents.NodeMarker))
+    if doc.kind == "retention":
+        return base | _retention_row(documents.decode(data, documents.Retention))
     closed = documents.decode(data, documents.Closed)
     return base | {"closed_at_ms": closed.closed_at_ms, "closed_by": closed.closed_by, "reason": closed.reason}
 
@@ -686,6 +723,15 @@ def _marker_row(doc: _DocRef, marker: documents.NodeMarker) -> dict[str, Any]:
         "parts_uploaded": marker.parts_uploaded,
         "events_quarantined": marker.events_quarantined,
         "spool_bytes": marker.spool_bytes,
+    }
+
+
+def _retention_row(retention: documents.Retention) -> dict[str, Any]:
+    expired = {kind: msgspec.structs.asdict(decided) for kind, decided in sorted(retention.expired.items())}
+    return {
+        "deleted": retention.deleted is not None,
+        "expired": msgspec.json.encode(expired).decode(),
+        "expired_kinds": list(expired),
     }
 
 

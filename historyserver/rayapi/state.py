@@ -76,8 +76,9 @@ def _list_route(resource: Resource) -> None:
             def encoded() -> bytes:
                 return bytes(list_reply(**listing(opened, resource, opts, opts.limit)).body)
 
-            manifest = opened.snapshot.manifest
-            key = (opened.ref, manifest.parts, manifest.built_at_ms, resource.name,
+            # What the answer depends on: the session's raw parts and how it ended (not when its snapshot was
+            # written, which changes as on-demand tables are added), and the request.
+            key = (opened.ref, opened.snapshot.manifest.parts, opened.end, resource.name,
                    tuple(sorted(request.query_params.multi_items())))  # fmt: skip
             return Response(server_of(request).answers.get(key, encoded), media_type=RayJSON.media_type)
 
