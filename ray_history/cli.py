@@ -487,3 +487,9 @@ def demo(workdir: Path, ray_port: int, port: int, serve: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+from .retention_commands import du, lifecycle, retention  # noqa: E402
+
+main.add_command(retention)
+main.add_command(lifecycle)
+main.add_command(du)
