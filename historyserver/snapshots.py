@@ -8,6 +8,12 @@ new parts arrive. A server with a newer snapshot schema derives old snapshots ag
 Opening derives the tables pages are made of; an on-demand table (the timeline's spans) is derived
 when first asked for and then added to the snapshot, locally and in the archive.
 
+Retention. A snapshot is never replaced by one derived from fewer parts: once the session's raw events
+expired (`expired` names the kinds retention removes), or when the archive's snapshot was derived from more
+events parts or bytes than are listed now, the archived snapshot is served whatever its fingerprint, and a
+derivation from what is left is neither preferred to it nor written over it. Once the snapshot itself
+expired, it is derived again and kept in the local cache only.
+
 Whoever opens a session waits for the replay only: the tables are derived as DuckDB tables, in the
 database the opened session then uses, and their Parquet files are written (locally, then to the
 archive) by a writer thread. Until they are, every other use of that session's snapshot waits for
@@ -19,9 +25,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import msgspec
@@ -38,6 +46,10 @@ from .mirror import Mirror, read_parquet_sql, write_atomically
 from .reconstruct import OPENING_TABLES, SessionEnd, create_snapshot_tables, snapshot_table
 
 log = logging.getLogger(__name__)
+
+# Where a derived snapshot's files go: the local cache and (closed sessions) the archive; the local cache
+# only; or, for a table added to a snapshot that knows more than the parts left, this open only.
+Persist = Literal["archive", "local", "none"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,24 @@ def parts_fingerprint(parts: list[ObjectInfo]) -> str:
     return f"{len(parts)}:{sum(part.size for part in parts)}:{newest}"
 
 
+def derived_from_more(stored: str, listed: str) -> bool:
+    """Whether a snapshot of fingerprint `stored` was derived from more events parts or bytes than `listed`
+    holds: parts went away (expired, or deleted by a bucket rule), so the snapshot knows more than they do.
+    False when either fingerprint is not `count:bytes:mtime` (nothing can be told)."""
+    try:
+        stored_count, stored_bytes = (int(value) for value in stored.split(":")[:2])
+        listed_count, listed_bytes = (int(value) for value in listed.split(":")[:2])
+    except ValueError:
+        return False
+    return stored_count > listed_count or stored_bytes > listed_bytes
+
+
+def persist_for(expired: Collection[str]) -> Persist:
+    """A derivation from the raw events may go to the archive unless retention took events (what is left is
+    less than the archived snapshot knew) or the snapshot (its objects are being deleted)."""
+    return "local" if {"events", "snapshots"} & set(expired) else "archive"
+
+
 class SnapshotStore:
     def __init__(self, storage: Storage, mirror: Mirror, cache_dir: Path) -> None:
         self.storage = storage
@@ -79,66 +109,90 @@ class SnapshotStore:
         for future in pending:
             future.result()
 
-    def load(self, ref: layout.SessionRef, end: SessionEnd) -> Snapshot:
-        """The session's snapshot, derived only if neither the cache nor the archive has a current one."""
+    def load(self, ref: layout.SessionRef, end: SessionEnd, expired: Collection[str] = ()) -> Snapshot:
+        """The session's snapshot, derived only if neither the cache nor the archive has one to use.
+
+        `expired`: the kinds retention removes from this session (see the module's docstring)."""
         with self._lock_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
-            local = self._from_cache(ref, wanted, end)
-            if local is not None:
-                return local
-            stored = self._from_archive(ref, wanted, end)
-            if stored is not None:
-                return stored
-            return self._derive(ref, parts, end, OPENING_TABLES)
+            # Once the raw events expired, the archive's snapshot comes first: the local copy may have been
+            # derived from what was left of them.
+            sources = (self._archived, self._cached) if "events" in expired else (self._cached, self._archived)
+            for source in sources:
+                found = source(ref, wanted, end, expired)
+                if found is not None:
+                    return found
+            return self._derive(ref, parts, end, OPENING_TABLES, persist=persist_for(expired))
 
-    def with_table(self, ref: layout.SessionRef, end: SessionEnd, snapshot: Snapshot, name: str) -> Snapshot:
+    def _cached(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
+                expired: Collection[str]) -> Snapshot | None:  # fmt: skip
+        return self._from_cache(ref, wanted, end)
+
+    def _archived(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
+                  expired: Collection[str]) -> Snapshot | None:  # fmt: skip
+        stored = self._usable_archived(ref, wanted, end, expired)
+        return self._from_archive(ref, wanted, end, stored) if stored is not None else None
+
+    def with_table(self, ref: layout.SessionRef, end: SessionEnd, snapshot: Snapshot, name: str,
+                   expired: Collection[str] = ()) -> Snapshot:  # fmt: skip
         """`snapshot` with an on-demand table added: derived now unless a replica has written it."""
         if name in snapshot.tables:
             return snapshot
         with self._lock_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
+            if "events" in expired or derived_from_more(snapshot.manifest.parts, wanted):
+                # The snapshot knows more than the parts left: the table comes from what is left, for this
+                # open only, and the snapshot stays as it is in the cache and in the archive.
+                derived = self._derive(ref, parts, end, (name,), onto=snapshot, persist="none")
+                self.wait_written(ref)
+                return derived.detached()
             local = self._from_cache(ref, wanted, end)
             if local is not None and name in local.tables:
                 return local
-            stored = self._archived_manifest(ref, wanted, end)
+            stored = None if "snapshots" in expired else self._archived_manifest(ref, wanted, end)
             if stored is not None and name in stored[0].tables:  # another replica derived it
                 fetched = self._from_archive(ref, wanted, end, stored)
                 if fetched is not None:
                     return fetched
+            persist = persist_for(expired)
             if wanted != snapshot.manifest.parts:  # new parts since it was opened: all of it again
-                derived = self._derive(ref, parts, end, (*OPENING_TABLES, name))
+                derived = self._derive(ref, parts, end, (*OPENING_TABLES, name), persist=persist)
             else:
-                derived = self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None)
+                derived = self._derive(ref, parts, end, (name,), onto=snapshot, onto_archived=stored is not None,
+                                       persist=persist)  # fmt: skip
         # An on-demand table is read from its file.
         self.wait_written(ref)
         return derived.detached()
 
-    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str,
-              derive: bool = True) -> tuple[pa.Table, str] | None:  # fmt: skip
-        """One snapshot table and the parts' fingerprint, without fetching the other tables when the
-        archive has a current snapshot; derived (and written back) when nobody has one, or None then
-        if not `derive`. `name` is one of the tables opening derives."""
+    def table(self, ref: layout.SessionRef, end: SessionEnd, name: str, derive: bool = True,
+              expired: Collection[str] = ()) -> tuple[pa.Table, str] | None:  # fmt: skip
+        """One snapshot table and its snapshot's parts fingerprint, without fetching the other tables when
+        the archive has a snapshot to use (as `load` chooses it); derived (and written back) when nobody has
+        one, or None then if not `derive`. `name` is one of the tables opening derives."""
         if name not in OPENING_TABLES:
             raise ValueError(f"{name} is derived on demand, not read alone")
         with self._lock_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
-            if not parts:  # nothing was ever archived: nothing to derive or to write back
+            if not parts and "events" not in expired:  # nothing was ever archived: nothing to derive or write back
                 return SNAPSHOT_TABLES[name].empty_table(), wanted
             local = self._from_cache(ref, wanted, end)
-            if local is not None and name in local.tables:
+            if local is not None and name in local.tables and "events" not in expired:
                 return pq.read_table(local.tables[name]), wanted
-            stored = self._archived_manifest(ref, wanted, end)
+            stored = self._usable_archived(ref, wanted, end, expired)
             if stored is not None and name in stored[0].tables:
                 try:
-                    return pq.read_table(pa.BufferReader(self.storage.get(layout.snapshot_key(ref, name)))), wanted
+                    table = pq.read_table(pa.BufferReader(self.storage.get(layout.snapshot_key(ref, name))))
+                    return table, stored[0].parts
                 except (StorageError, pa.ArrowInvalid) as exc:
                     log.warning("the archived %s of %s is unreadable (%s); deriving it again", name, ref.path, exc)
+            if local is not None and name in local.tables:  # the raw events expired and the archive has none
+                return pq.read_table(local.tables[name]), wanted
             if not derive:
                 return None
-            database = self._derive(ref, parts, end, OPENING_TABLES).database
+            database = self._derive(ref, parts, end, OPENING_TABLES, persist=persist_for(expired)).database
             return snapshot_table(database.cursor(), name), wanted  # type: ignore[union-attr]
 
     def _parts(self, ref: layout.SessionRef) -> list[ObjectInfo]:
@@ -180,15 +234,40 @@ class SnapshotStore:
     def _archived_manifest(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
                            ) -> tuple[documents.SnapshotManifest, bytes] | None:  # fmt: skip
         """The archive's snapshot manifest (and its bytes) if it is current."""
+        stored = self._stored_manifest(ref)
+        return stored if stored is not None and self._is_current(stored[0], wanted, end) else None
+
+    def _usable_archived(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
+                         expired: Collection[str]) -> tuple[documents.SnapshotManifest, bytes] | None:  # fmt: skip
+        """The archive's snapshot manifest to read rather than derive: a current one, or one kept whatever
+        its fingerprint because it knows more than the parts left (the raw events expired, or it was derived
+        from more parts or bytes). None once the snapshot itself expired: its objects are going."""
+        if "snapshots" in expired:
+            return None
+        stored = self._stored_manifest(ref)
+        if stored is None:
+            return None
+        manifest = stored[0]
+        if self._is_current(manifest, wanted, end):
+            return stored
+        readable = manifest.schema_version == SNAPSHOT_SCHEMA_VERSION and set(OPENING_TABLES) <= manifest.tables.keys()
+        knows_more = "events" in expired or derived_from_more(manifest.parts, wanted)
+        if readable and knows_more:
+            log.info("kept the archived snapshot of %s (derived from %s; the events parts now: %s)", ref.path,
+                     manifest.parts, wanted)  # fmt: skip
+            return stored
+        return None
+
+    def _stored_manifest(self, ref: layout.SessionRef) -> tuple[documents.SnapshotManifest, bytes] | None:
+        """The archive's snapshot manifest and its bytes, whatever it was derived from."""
         try:
             data = self.storage.get(layout.snapshot_manifest_key(ref))
-            manifest = documents.decode(data, documents.SnapshotManifest)
+            return documents.decode(data, documents.SnapshotManifest), data
         except ObjectNotFound:
             return None
         except (StorageError, msgspec.DecodeError) as exc:
             log.warning("the archived snapshot of %s is unreadable (%s); deriving it again", ref.path, exc)
             return None
-        return (manifest, data) if self._is_current(manifest, wanted, end) else None
 
     def _from_archive(self, ref: layout.SessionRef, wanted: str, end: SessionEnd,
                       stored: tuple[documents.SnapshotManifest, bytes] | None = None) -> Snapshot | None:  # fmt: skip
@@ -198,6 +277,11 @@ class SnapshotStore:
             return None
         manifest, data = stored
         directory = self._local_dir(ref)
+        tables = {name: directory / f"{name}.parquet" for name in manifest.tables}
+        if _same_bytes(directory / "snapshot.json", data) and all(path.exists() for path in tables.values()):
+            # Fetched before: a snapshot kept whatever its fingerprint is never current, so it comes here at
+            # every open, and its tables need not be fetched again.
+            return Snapshot(tables, manifest, "cache")
         tables = {}
         try:
             for name in manifest.tables:
@@ -211,9 +295,10 @@ class SnapshotStore:
         return Snapshot(tables, manifest, "archive")
 
     def _derive(self, ref: layout.SessionRef, parts: list[ObjectInfo], end: SessionEnd, names: tuple[str, ...],
-                onto: Snapshot | None = None, onto_archived: bool = False) -> Snapshot:  # fmt: skip
+                onto: Snapshot | None = None, onto_archived: bool = False, persist: Persist = "archive",
+                ) -> Snapshot:  # fmt: skip
         """Replay the raw events into the named tables; `onto` a current snapshot they are added to
-        (`onto_archived`: whose tables the archive already holds)."""
+        (`onto_archived`: whose tables the archive already holds); `persist`: where the files go."""
         started = time.perf_counter()
         con = duckdb.connect()
         paths = self.mirror.paths(parts)
@@ -224,8 +309,11 @@ class SnapshotStore:
         rows = create_snapshot_tables(con, end, names)
         self.derived += 1
         kept = onto.manifest.tables if onto is not None else {}
+        # A table added for this open only leaves the snapshot what it was (the job index and the cache
+        # know it by its fingerprint).
+        fingerprint = onto.manifest.parts if onto is not None and persist == "none" else parts_fingerprint(parts)
         manifest = documents.SnapshotManifest(
-            schema_version=SNAPSHOT_SCHEMA_VERSION, parts=parts_fingerprint(parts), closed=end.closed,
+            schema_version=SNAPSHOT_SCHEMA_VERSION, parts=fingerprint, closed=end.closed,
             end_ns=end.end_ns, built_at_ms=time.time_ns() // 1_000_000, tables={**kept, **rows},
         )  # fmt: skip
         log.info("derived %s of %s from %d parts in %.1f s", ", ".join(names), ref.path, len(parts),
@@ -233,13 +321,17 @@ class SnapshotStore:
         upload_too = onto.tables if onto is not None and not onto_archived else {}
         # The writer reads the tables through a cursor of its own, made here: only one thread at a time
         # may make a cursor of a connection.
-        writing = self._writer.submit(self._write, ref, con.cursor(), names, manifest, upload_too)
+        writing = self._writer.submit(self._write, ref, con.cursor(), names, manifest, upload_too, persist)
         with self._guard:
             self._writing[ref] = writing
         writing.add_done_callback(lambda done: self._forget_write(ref, done))
-        directory = self._local_dir(ref)
-        return Snapshot({name: directory / f"{name}.parquet" for name in manifest.tables}, manifest, "derived",
-                        database=con)  # fmt: skip
+        directory = self._files_dir(ref, persist)
+        tables = {**(onto.tables if onto is not None else {}), **{name: directory / f"{name}.parquet" for name in rows}}
+        return Snapshot(tables, manifest, "derived", database=con)
+
+    def _files_dir(self, ref: layout.SessionRef, persist: Persist) -> Path:
+        # Files for one open only stay out of the cached snapshot's folder, whose manifest names its own.
+        return self._local_dir(ref) / "transient" if persist == "none" else self._local_dir(ref)
 
     def _forget_write(self, ref: layout.SessionRef, done: Future[None]) -> None:
         with self._guard:
@@ -247,7 +339,8 @@ class SnapshotStore:
                 del self._writing[ref]
 
     def _write(self, ref: layout.SessionRef, database: duckdb.DuckDBPyConnection, names: tuple[str, ...],
-               manifest: documents.SnapshotManifest, upload_too: dict[str, Path]) -> None:  # fmt: skip
+               manifest: documents.SnapshotManifest, upload_too: dict[str, Path],
+               persist: Persist = "archive") -> None:  # fmt: skip
         """The writer thread's work: a derived snapshot's files in the cache, then (closed) in the archive.
 
         `upload_too`: tables of the snapshot this one adds to, which the archive does not hold yet.
@@ -255,14 +348,18 @@ class SnapshotStore:
         try:
             started = time.perf_counter()
             encoded = encode_tables({name: snapshot_table(database, name) for name in names})
-            directory = self._local_dir(ref)
+            directory = self._files_dir(ref, persist)
             for name, data in encoded.items():
                 write_atomically(directory / f"{name}.parquet", data)
+            if persist == "none":
+                return
             # Last: the manifest is what makes the files count as the cached snapshot.
             write_atomically(directory / "snapshot.json", documents.encode(manifest))
-            if manifest.closed:
+            if manifest.closed and persist == "archive":
                 extra = {name: path.read_bytes() for name, path in upload_too.items() if name not in encoded}
-                self._write_back(ref, encoded | extra, manifest)
+                if not self._write_back(ref, encoded | extra, manifest):
+                    # The archive's snapshot knows more: the next open reads it rather than this local copy.
+                    (directory / "snapshot.json").unlink(missing_ok=True)
             log.info("wrote the snapshot of %s in %.1f s", ref.path, time.perf_counter() - started)
         except Exception:
             # Nothing is lost: without its manifest the snapshot is derived again when next wanted.
@@ -270,7 +367,14 @@ class SnapshotStore:
 
     def _write_back(
         self, ref: layout.SessionRef, encoded: dict[str, bytes], manifest: documents.SnapshotManifest
-    ) -> None:
+    ) -> bool:
+        """Put the snapshot in the archive, unless the archive's was derived from more events parts or bytes
+        (parts went away since, or while, it was derived): that one is kept. False when kept."""
+        stored = self._stored_manifest(ref)
+        if stored is not None and derived_from_more(stored[0].parts, manifest.parts):
+            log.warning("kept the archived snapshot of %s: derived from %s, more than this one (%s)", ref.path,
+                        stored[0].parts, manifest.parts)  # fmt: skip
+            return False
         # A read-only archive still serves: the snapshot then lives in this server's cache only.
         tags = layout.object_tags("snapshots", ref)
         try:
@@ -279,6 +383,14 @@ class SnapshotStore:
             self.storage.put(layout.snapshot_manifest_key(ref), documents.encode(manifest), tags=tags)
         except StorageError as exc:
             log.warning("could not write the snapshot of %s back to the archive: %s", ref.path, exc)
+        return True
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def encode_tables(tables: dict[str, pa.Table]) -> dict[str, bytes]:
