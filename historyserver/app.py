@@ -3,26 +3,33 @@ prefix, health, readiness and metrics."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import duckdb
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ui
 
 from . import rayapi, rayfrontend
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Expired, NotFound
 from .server import HistoryServer
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
 from .views.common import FastJSON, page_context
 from .views.pages import render
 
 API = "/api/v1"
+SESSION_PARAMS = ("namespace", "cluster", "session")
+# What DuckDB says when a file a view names is gone (an archive on a local disk is read in place).
+MISSING_FILE = ("No files found", "No such file", "Cannot open file")
+log = logging.getLogger(__name__)
 
 
 def create_app(history: HistoryServer) -> FastAPI:
@@ -65,6 +72,23 @@ def create_app(history: HistoryServer) -> FastAPI:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
         return _error(request, 404, "Not found", str(exc))
+
+    @app.exception_handler(Expired)
+    async def expired(request: Request, exc: Expired) -> Response:
+        return _error(request, 410, "Expired", str(exc))
+
+    @app.exception_handler(duckdb.IOException)
+    async def vanished(request: Request, exc: duckdb.IOException) -> Response:
+        """A file a request read went away under it: never a 500 for what retention or compaction did."""
+        params = request.path_params
+        if not any(text in str(exc) for text in MISSING_FILE) or not all(name in params for name in SESSION_PARAMS):
+            log.error("%s failed", request.url.path, exc_info=exc)
+            return _error(request, 500, "Error", "the server could not read the archive; see its log")
+        status, message = await run_in_threadpool(history.vanished, *(params[name] for name in SESSION_PARAMS))
+        answer = _error(request, status, "Not found" if status == 404 else "Try again", message)
+        if status == 503:
+            answer.headers["Retry-After"] = "1"
+        return answer
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:

@@ -9,3 +9,8 @@ class NotFound(LookupError):
 
 class BadRequest(ValueError):
     """A parameter that cannot be used: answered 400 with this message."""
+
+
+class Expired(LookupError):
+    """Data that retention removed from the archive (a session's logs, metrics...): answered 410 Gone with
+    this message, so that it does not look like data that never existed."""

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archive import layout
-from archive.storage import Storage
+import msgspec
+
+from archive import documents, layout
+from archive.storage import ObjectNotFound, Storage, StorageError
 
 from .answers import AnswerCache
-from .catalog import STATUSES, Catalog
+from .catalog import STATUSES, Catalog, RefreshStats
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
 from .reconstruct import SessionEnd
+from .retention import expiries
 from .sessions import OpenSession, SessionCache
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 INDEX_READERS = 8
 INDEX_BATCH = 500
 # What the job index needs of a session's catalog row: its name, how it ended, who ran it.
-INDEX_COLUMNS = ("namespace", "cluster", "session", "status", "end_time_ms", "closed_reason", *OWNER_COLUMNS)
+INDEX_COLUMNS = ("namespace", "cluster", "session", "status", "end_time_ms", "closed_reason", "expired_kinds",
+                 *OWNER_COLUMNS)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,10 @@ class HistoryServer:
 
     def start(self) -> None:
         """Read the catalog once, then keep it (and the job index) fresh in the background."""
-        self.catalog.refresh()
+        self.refresh()
         self.ready = True
         # (name, work, whether it has just been done)
-        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self.catalog.refresh, True)]
+        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self.refresh, True)]
         if self.settings.index_jobs:
             loops.append(("job-index", self.index_ended_sessions, False))
         for name, work, done in loops:
@@ -76,6 +80,17 @@ class HistoryServer:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def refresh(self) -> RefreshStats:
+        """Refresh the catalog, then forget what no longer exists: a session retention deleted is hidden by
+        the catalog at once, and here closed in the cache and taken out of the job index."""
+        stats = self.catalog.refresh()
+        self._forget_gone(self.catalog.paths())
+        return stats
+
+    def _forget_gone(self, existing: set[str]) -> None:
+        self.sessions.keep_only(existing)
+        self.jobs.forget(self.jobs.paths() - existing)
 
     def _every_interval(self, name: str, work: Callable[[], object], done: bool) -> None:
         if done and self._stop.wait(self.settings.refresh_interval):
@@ -123,7 +138,7 @@ class HistoryServer:
         ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
         end = session_end(row)
         try:
-            found = self.sessions.snapshots.table(ref, end, "jobs", derive=derive)
+            found = self.sessions.snapshots.table(ref, end, "jobs", derive=derive, expired=row["expired_kinds"])
         except Exception:
             log.exception("could not index the jobs of %s; trying again next pass", ref.path)
             return None
@@ -135,14 +150,33 @@ class HistoryServer:
     def _add_to_index(self, entries: list[Entry | None]) -> int:
         ready = [entry for entry in entries if entry is not None]
         if ready:
-            self.jobs.put(ready)
+            self._put_jobs(ready)
             self.sessions_to_index -= len(ready)
         return len(ready)
+
+    def _put_jobs(self, entries: list[Entry]) -> None:
+        """Index these sessions' jobs, then take out any the catalog deleted meanwhile: a refresh that
+        forgot them before this put would otherwise leave them searchable."""
+        self.jobs.put(entries)
+        gone = {entry.ref.path for entry in entries} - self.catalog.paths()
+        if gone:
+            self.jobs.forget(gone)
 
     def _is_indexed(self, row: dict[str, Any]) -> bool:
         known = self.jobs.indexed(row_path(row))
         end = session_end(row)
         return known is not None and (known.closed, known.end_ns) == (end.closed, end.end_ns)
+
+    def vanished(self, namespace: str, cluster: str, session: str) -> tuple[int, str]:
+        """(status, message) for a request whose files went away while it read them: retention deleted them
+        sooner than its grace let the catalog know, or compaction replaced parts an open session still named.
+        The session is closed (the next request lists its objects again); a deleted one is answered as
+        unknown, anything else is worth trying again."""
+        ref = layout.SessionRef(namespace, cluster, session)
+        self.sessions.drop(ref)
+        if _deleted(self.storage, ref):
+            return 404, f"no session {ref.path} in the archive"
+        return 503, f"objects of session {ref.path} changed in the archive while they were read: try again"
 
     def session_row(self, namespace: str, cluster: str, session: str) -> dict[str, Any]:
         try:
@@ -158,12 +192,21 @@ class HistoryServer:
         """The session, opened (its snapshot derived on first open)."""
         row = self.session_row(namespace, cluster, session)
         ref = layout.SessionRef(namespace, cluster, session)
-        opened = self.sessions.get(ref, session_end(row))
+        opened = self.sessions.get(ref, session_end(row), expiries(row))
         manifest = opened.snapshot.manifest
         source = Indexed(manifest.parts, manifest.closed, manifest.end_ns)
         if self.jobs.indexed(ref.path) != source:
-            self.jobs.put([Entry(ref, row, opened.cursor().sql("SELECT * FROM jobs").to_arrow_table(), source)])
+            self._put_jobs([Entry(ref, row, opened.cursor().sql("SELECT * FROM jobs").to_arrow_table(), source)])
         return opened
+
+
+def _deleted(storage: Storage, ref: layout.SessionRef) -> bool:
+    """Whether the session's retention document says it is deleted (read now, not as the catalog last saw it)."""
+    try:
+        retention = documents.decode(storage.get(layout.retention_key(ref)), documents.Retention)
+    except (ObjectNotFound, StorageError, msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return retention.deleted is not None
 
 
 def session_end(row: dict[str, Any]) -> SessionEnd:

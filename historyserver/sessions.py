@@ -24,6 +24,7 @@ from archive.storage import Storage
 from . import queries
 from .mirror import Mirror, empty_select_sql, read_parquet_sql
 from .reconstruct import ON_DEMAND_TABLES, OPENING_TABLES, SessionEnd
+from .retention import Expiries, Expiry
 from .snapshots import Snapshot, SnapshotStore, parts_fingerprint
 
 RAW_SCHEMAS = {"events": EVENTS, "logs": LOGS, "metrics": METRICS}
@@ -33,9 +34,11 @@ RUNNING_RECHECK_S = 10.0
 
 class OpenSession:
     def __init__(self, ref: layout.SessionRef, end: SessionEnd, snapshot: Snapshot, storage: Storage,
-                 mirror: Mirror, snapshots: SnapshotStore) -> None:  # fmt: skip
+                 mirror: Mirror, snapshots: SnapshotStore, expired: Expiries | None = None) -> None:  # fmt: skip
         self.ref = ref
         self.end = end
+        # The kinds retention removes from this session: never read again once known, said so instead.
+        self.expired: dict[str, Expiry] = dict(expired or {})
         self.snapshot = snapshot
         self.storage = storage
         self.mirror = mirror
@@ -74,8 +77,11 @@ class OpenSession:
             if name in self._loaded:
                 return
             if name in ON_DEMAND_TABLES:
-                self.snapshot = self.snapshots.with_table(self.ref, self.end, self.snapshot, name)
+                self.snapshot = self.snapshots.with_table(self.ref, self.end, self.snapshot, name, self.expired)
                 source = f"SELECT * FROM {read_parquet_sql([self.snapshot.tables[name]])}"
+            elif name in self.expired:
+                # Its objects are being deleted: a listing could catch them half gone, and a read fail.
+                source = empty_select_sql(RAW_SCHEMAS[name])
             else:
                 parts = list_live(self.storage, name, self.ref)  # type: ignore[arg-type]
                 paths = self.mirror.paths(parts)
@@ -95,15 +101,17 @@ class SessionCache:
         self._open: OrderedDict[layout.SessionRef, OpenSession] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, ref: layout.SessionRef, end: SessionEnd) -> OpenSession:
+    def get(self, ref: layout.SessionRef, end: SessionEnd, expired: Expiries | None = None) -> OpenSession:
+        """The session opened; `expired`: the kinds retention removes from it (the catalog's row says)."""
+        expired = dict(expired or {})
         with self._lock:
             session = self._open.get(ref)
             if session is not None:
                 self._open.move_to_end(ref)
-        if session is not None and not self._is_stale(session, end):
+        if session is not None and session.expired == expired and not self._is_stale(session, end):
             return session
-        snapshot = self.snapshots.load(ref, end)
-        fresh = OpenSession(ref, end, snapshot, self.storage, self.mirror, self.snapshots)
+        snapshot = self.snapshots.load(ref, end, expired.keys())
+        fresh = OpenSession(ref, end, snapshot, self.storage, self.mirror, self.snapshots, expired)
         with self._lock:
             self._open.pop(ref, None)
             self._open[ref] = fresh
@@ -112,6 +120,17 @@ class SessionCache:
             while len(self._open) > self.max_open:
                 self._open.popitem(last=False)
         return fresh
+
+    def drop(self, ref: layout.SessionRef) -> None:
+        """Close the session: the next request opens it again, listing its parts again."""
+        with self._lock:
+            self._open.pop(ref, None)
+
+    def keep_only(self, paths: set[str]) -> None:
+        """Close the sessions that no longer exist (deleted by retention): not one more answer from them."""
+        with self._lock:
+            for ref in [ref for ref in self._open if ref.path not in paths]:
+                del self._open[ref]
 
     def _is_stale(self, session: OpenSession, end: SessionEnd) -> bool:
         if session.end != end:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from archive import layout
 from archive.parts import list_live, live
 from archive.schema import SNAPSHOT_TABLES
+from archive.storage import ObjectInfo
 
 from .catalog import SessionQuery
 from .errors import BadRequest
@@ -80,13 +81,15 @@ def session_sandbox(server: HistoryServer, opened: OpenSession) -> Sandbox:
         path = opened.snapshot.tables.get(name)
         views[name] = _with_session(opened.ref, f"SELECT * FROM {read_parquet_sql([path])}") if path else None
     for kind in RAW_VIEWS:
-        parts = list_live(server.storage, kind, opened.ref)
+        # An expired kind is being deleted: none of it is read (its view is empty), as in the API.
+        parts = [] if kind in opened.expired else list_live(server.storage, kind, opened.ref)
         views[kind] = _over_files(server.sessions.mirror.paths(parts), RAW_SCHEMAS[kind])
     return open_sandbox({name: sql for name, sql in views.items() if sql is not None}, _readable_dirs(server))
 
 
 def archive_sandbox(server: HistoryServer, derive_missing: Callable[[str], None] | None = None) -> Sandbox:
-    """Views across every session: snapshots where a server has derived them, raw parts everywhere.
+    """Views across every session: snapshots where a server has derived them, raw parts everywhere, except
+    what retention removes (every object of a deleted session, and each expired kind).
 
     With `derive_missing` (called with each session's path as it goes), every ended session without
     a written snapshot is derived first, so the views hold all of them.
@@ -96,15 +99,27 @@ def archive_sandbox(server: HistoryServer, derive_missing: Callable[[str], None]
         _derive_missing(server, sessions, derive_missing)
     server.sessions.snapshots.wait_written()
     views: dict[str, Any] = {"sessions": sessions}
-    snapshot_files = [info for info in server.storage.list("snapshots/") if info.key.endswith(".parquet")]
+    withheld = server.catalog.withheld("snapshots")
+    snapshot_files = [info for info in server.storage.list("snapshots/")
+                      if info.key.endswith(".parquet") and _snapshot_path(info.key) not in withheld]  # fmt: skip
     for name in SNAPSHOT_VIEWS:
         wanted = [info for info in snapshot_files if info.key.endswith(f"/{name}.parquet")]
         views[name] = _over_files(server.sessions.mirror.paths(wanted), SNAPSHOT_TABLES[name])
     for kind in RAW_VIEWS:
-        views[kind] = _over_files(
-            server.sessions.mirror.paths(live(server.storage.list(f"{kind}/"))), RAW_SCHEMAS[kind]
-        )
+        views[kind] = _over_files(server.sessions.mirror.paths(_readable_parts(server, kind)), RAW_SCHEMAS[kind])
     return open_sandbox(views, _readable_dirs(server))
+
+
+def _snapshot_path(key: str) -> str:
+    """namespace/cluster/session of a key under snapshots/."""
+    return "/".join(key.split("/")[1:4])
+
+
+def _readable_parts(server: HistoryServer, kind: layout.PartKind) -> list[ObjectInfo]:
+    """The live parts of this kind, but those of sessions deleted or whose kind expired."""
+    withheld = server.catalog.withheld(kind)
+    parts = live(server.storage.list(f"{kind}/"))
+    return [info for info in parts if (name := layout.parse_data_key(info.key)) and name.ref.path not in withheld]
 
 
 def _derive_missing(server: HistoryServer, sessions: pa.Table, progress: Callable[[str], None]) -> None:

@@ -14,6 +14,7 @@ from .. import queries
 from ..views.common import server_of
 from . import rows
 from .envelope import RayJSON
+from .logs import GONE, expired_message
 from .resources import JOBS
 
 router = APIRouter()
@@ -65,7 +66,11 @@ def get_job_logs(request: Request, job_or_submission_id: str) -> Response:
     if job["type"] != "SUBMISSION":
         return PlainTextResponse("Can only get logs of submission type jobs", status_code=400)
     params = request.path_params
-    cur = server_of(request).open(params["namespace"], params["cluster"], params["session"]).cursor("logs")
+    opened = server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    expired = expired_message(opened)
+    if expired is not None:
+        return PlainTextResponse(expired, status_code=GONE)
+    cur = opened.cursor("logs")
     file_id = rows.driver_log_file(cur, job["submission_id"])
     # Ray answers "" when the supervisor wrote no log yet; a submission whose log was not archived is the same.
     text = rebuild_file(queries.log_rows(cur, file_id)).decode("utf-8", "replace") if file_id else ""

@@ -22,6 +22,7 @@ from archive.logs import rebuild_file
 
 from .. import outputs, queries
 from ..errors import NotFound
+from ..sessions import OpenSession
 from ..views.common import server_of
 from . import logfiles, rows
 from .envelope import BAD_REQUEST, NOT_FOUND, OK, rest_response
@@ -29,6 +30,7 @@ from .logfiles import UnsafePath
 
 router = APIRouter()
 NOT_IMPLEMENTED = 501
+GONE = 410  # the session's logs expired under the retention policy: said so, not answered as empty
 DOWNLOAD_FILENAME = "file.txt"  # ray.util.state.common.DEFAULT_DOWNLOAD_FILENAME
 STREAM_GONE = ("The cluster of this session is gone: nothing writes to its logs any more, so there is nothing to "
                "follow. Read the archived file instead: api/v0/logs/file with the same parameters "
@@ -44,9 +46,15 @@ class LogRequestError(Exception):
         self.status = status
 
 
-def _cursor(request: Request) -> duckdb.DuckDBPyConnection:
+def _opened(request: Request) -> OpenSession:
     params = request.path_params
-    return server_of(request).open(params["namespace"], params["cluster"], params["session"]).cursor("logs")
+    return server_of(request).open(params["namespace"], params["cluster"], params["session"])
+
+
+def expired_message(opened: OpenSession) -> str | None:
+    """Why the session's logs are not there any more, once retention removed them."""
+    expiry = opened.expired.get("logs")
+    return expiry.message if expiry is not None else None
 
 
 def _node_files(cur: duckdb.DuckDBPyConnection, node_id: str) -> dict[str, dict[str, Any]]:
@@ -58,7 +66,11 @@ def _node_files(cur: duckdb.DuckDBPyConnection, node_id: str) -> dict[str, dict[
 def list_logs(request: Request) -> Response:
     """The node's log folder as Ray's agent lists it, grouped as LogsManager groups it; files the collector
     kept as events rather than text (events/, export_events/) are listed too, as they were on the node."""
-    cur = _cursor(request)
+    opened = _opened(request)
+    expired = expired_message(opened)
+    if expired is not None:
+        return rest_response(GONE, expired, google_style=False, result=None)
+    cur = opened.cursor("logs")
     query = request.query_params
     pattern = query.get("glob", "*")
     node_id, node_ip = query.get("node_id"), query.get("node_ip")
@@ -81,7 +93,11 @@ def list_logs(request: Request) -> Response:
 def get_log(request: Request, media_type: str) -> Response:
     """A log file's bytes (or a task's part of one), last `lines` lines, as Ray streams them: text/plain,
     an attachment named `download_filename`."""
-    cur = _cursor(request)
+    opened = _opened(request)
+    expired = expired_message(opened)
+    if expired is not None:
+        return PlainTextResponse(expired, status_code=GONE)
+    cur = opened.cursor("logs")
     query = request.query_params
     if media_type == "stream":
         return PlainTextResponse(STREAM_GONE, status_code=NOT_IMPLEMENTED)

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from .. import outputs, queries
 from ..errors import NotFound
+from ..retention import note
 from .common import NO_ROWS, SESSION_PATH, Views, listing, open_session
 
 views = Views("actors, nodes")
@@ -36,7 +37,7 @@ def get_actor(request: Request, namespace: str, cluster: str, session: str, acto
             printed[stream] = outputs.actor_output(opened.cursor("logs"), actor_id, stream)
         except NotFound:
             printed[stream] = None
-    return {**actor, "method_calls": calls, "output": printed}
+    return {**actor, "method_calls": calls, "output": printed, "output_expired": note(opened.expired, "logs")}
 
 
 @views.get(SESSION_PATH + "/nodes", template="nodes.html", refused=NO_ROWS)

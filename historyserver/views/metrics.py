@@ -13,6 +13,7 @@ from fastapi import Query, Request
 
 from .. import queries
 from ..errors import BadRequest
+from ..retention import note
 from .common import SESSION_PATH, Views, listing, open_session
 
 views = Views("metrics")
@@ -29,9 +30,11 @@ def list_metrics(
     request: Request, namespace: str, cluster: str, session: str,
     prefix: str | None = Query(None, description="names starting with this: ray_node_"),
 ) -> dict[str, Any]:  # fmt: skip
-    cur = open_session(request, namespace, cluster, session).cursor("metrics")
-    items = queries.metric_names(cur, prefix)
-    return listing(len(items), items)
+    """The metrics the session holds; `expired` says when and why retention removed them (null while they
+    are there)."""
+    opened = open_session(request, namespace, cluster, session)
+    items = queries.metric_names(opened.cursor("metrics"), prefix)
+    return {**listing(len(items), items), "expired": note(opened.expired, "metrics")}
 
 
 def default_step_s(first_ms: int, last_ms: int) -> float:
@@ -54,7 +57,12 @@ def query_metric(
 ) -> dict[str, Any]:  # fmt: skip
     if by not in ("node", "cluster"):
         raise BadRequest("by must be node or cluster")
-    cur = open_session(request, namespace, cluster, session).cursor("metrics")
+    opened = open_session(request, namespace, cluster, session)
+    expired = note(opened.expired, "metrics")
+    if expired is not None:  # said so, where an unknown metric would be a 404
+        return {"name": name, "step_s": step_s or DEFAULT_STEP_S, "agg": agg, "by": by, "series": [],
+                "expired": expired}  # fmt: skip
+    cur = opened.cursor("metrics")
     if step_s is None:
         step_s = DEFAULT_STEP_S
         known = [item for item in queries.metric_names(cur, name) if item["name"] == name]
@@ -63,4 +71,4 @@ def query_metric(
             last = known[0]["last_ms"] if end_ms is None else end_ms
             step_s = default_step_s(first, last)
     series = queries.metric_range(cur, name, start_ms, end_ms, step_s, agg, by == "node", label)
-    return {"name": name, "step_s": step_s, "agg": agg, "by": by, "series": series}
+    return {"name": name, "step_s": step_s, "agg": agg, "by": by, "series": series, "expired": None}

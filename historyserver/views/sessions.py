@@ -9,6 +9,7 @@ from fastapi import Query, Request
 from .. import queries
 from ..catalog import SessionQuery
 from ..errors import BadRequest
+from ..retention import expiries
 from .common import NO_ROWS, SESSION_PATH, Views, listing, now_ms, parse_age_ms, server_of
 
 views = Views("sessions")
@@ -50,7 +51,8 @@ def list_sessions(
 @views.get(SESSION_PATH, template="session.html")
 def get_session(request: Request, namespace: str, cluster: str, session: str) -> dict[str, Any]:
     """The catalog's row and a summary: nodes, the cluster's resources (its nodes' sum), counts by state,
-    the jobs, the functions that failed most, and what the source left incomplete."""
+    the jobs, the functions that failed most, and what the source left incomplete; `retention`: each kind
+    retention removed (its `expired` field, with a message)."""
     server = server_of(request)
     row = server.session_row(namespace, cluster, session)
     opened = server.open(namespace, cluster, session)
@@ -74,4 +76,4 @@ def get_session(request: Request, namespace: str, cluster: str, session: str) ->
             ),
         },
     }
-    return {**row, "summary": summary}
+    return {**row, "summary": summary, "retention": [expiry.as_dict() for expiry in expiries(row).values()]}

@@ -8,6 +8,7 @@ from fastapi import Query, Request
 
 from .. import outputs, queries
 from ..errors import NotFound
+from ..retention import note
 from .common import NO_ROWS, SESSION_PATH, Views, listing, open_session
 
 views = Views("tasks")
@@ -64,4 +65,5 @@ def get_task(
             printed[stream] = outputs.task_output(opened.cursor("logs"), task_id, chosen["attempt_number"], stream)
         except NotFound:
             printed[stream] = None
-    return {**chosen, "attempts": attempts, "children": listing(children_total, children), "output": printed}
+    return {**chosen, "attempts": attempts, "children": listing(children_total, children), "output": printed,
+            "output_expired": note(opened.expired, "logs")}  # fmt: skip
