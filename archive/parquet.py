@@ -62,10 +62,19 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Ta
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def table_to_parquet(table: pa.Table) -> bytes:
-    name = (table.schema.metadata or {}).get(b"ray_history.table", b"").decode()
+def column_options(schema: pa.Schema) -> dict[str, Any]:
+    """The per-column Parquet settings of a table (schema.PLAIN_COLUMNS, UNSTATISTICAL_COLUMNS), for every writer."""
+    name = (schema.metadata or {}).get(b"ray_history.table", b"").decode()
     encodings = PLAIN_COLUMNS.get(name, {})
     unstatistical = UNSTATISTICAL_COLUMNS.get(name, ())
+    return {
+        "use_dictionary": [column for column in schema.names if column not in encodings],
+        "column_encoding": encodings or None,
+        "write_statistics": [column for column in schema.names if column not in unstatistical],
+    }
+
+
+def table_to_parquet(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(
         table,
@@ -73,9 +82,7 @@ def table_to_parquet(table: pa.Table) -> bytes:
         compression=PARQUET_COMPRESSION,
         compression_level=PARQUET_COMPRESSION_LEVEL,
         row_group_size=256 * 1024,
-        use_dictionary=[column for column in table.column_names if column not in encodings],
-        column_encoding=encodings or None,
-        write_statistics=[column for column in table.column_names if column not in unstatistical],
+        **column_options(table.schema),
     )
     return sink.getvalue()
 

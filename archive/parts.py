@@ -37,6 +37,13 @@ def live(listing: Iterable[ObjectInfo]) -> list[ObjectInfo]:
     return sorted(kept, key=lambda info: info.key)
 
 
+def parts_fingerprint(parts: list[ObjectInfo]) -> str:
+    """What a snapshot was derived from: changes whenever a live part is added, replaced or removed (a
+    re-upload changes size or mtime). The compactor writes it into a snapshot it keeps current."""
+    newest = max((part.mtime_ns for part in parts), default=0)
+    return f"{len(parts)}:{sum(part.size for part in parts)}:{newest}"
+
+
 def list_live(storage: Storage, kind: PartKind, ref: SessionRef, node: str | None = None) -> list[ObjectInfo]:
     """The data objects a reader reads for this kind of the session (of one node if given)."""
     return live(storage.list(parts_prefix(kind, ref, node)))

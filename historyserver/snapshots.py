@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from archive import documents, layout
 from archive.parquet import table_to_parquet
-from archive.parts import list_live
+from archive.parts import list_live, parts_fingerprint
 from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
@@ -65,12 +65,6 @@ class Snapshot:
     def detached(self) -> Snapshot:
         """This snapshot without its database: only its files."""
         return replace(self, database=None)
-
-
-def parts_fingerprint(parts: list[ObjectInfo]) -> str:
-    """Changes whenever a part is added, replaced or removed (a re-upload changes size or mtime)."""
-    newest = max((part.mtime_ns for part in parts), default=0)
-    return f"{len(parts)}:{sum(part.size for part in parts)}:{newest}"
 
 
 def derived_from_more(stored: str, listed: str) -> bool:
