@@ -30,6 +30,9 @@ from .snapshots import Snapshot, SnapshotStore, parts_fingerprint
 RAW_SCHEMAS = {"events": EVENTS, "logs": LOGS, "metrics": METRICS}
 # How often an open running session checks the archive for new parts.
 RUNNING_RECHECK_S = 10.0
+# How long an open session reads the raw parts it listed before it lists them again: the compactor deletes
+# the parts it replaced only after its grace (an hour by default), so a listing this young names none of them.
+RAW_RELIST_S = 60.0
 
 
 class OpenSession:
@@ -45,6 +48,7 @@ class OpenSession:
         self.snapshots = snapshots
         self.checked_at = time.monotonic()
         self._loaded: set[str] = set()
+        self._listed: dict[str, float] = {}  # raw kind -> when its parts were listed
         self._lock = threading.Lock()
         if snapshot.database is not None:  # just derived: its tables are there already
             self._db = snapshot.database
@@ -74,7 +78,8 @@ class OpenSession:
 
     def _ensure(self, name: str) -> None:
         with self._lock:
-            if name in self._loaded:
+            listed = self._listed.get(name)
+            if name in self._loaded and (listed is None or time.monotonic() - listed < RAW_RELIST_S):
                 return
             if name in ON_DEMAND_TABLES:
                 self.snapshot = self.snapshots.with_table(self.ref, self.end, self.snapshot, name, self.expired)
@@ -84,6 +89,7 @@ class OpenSession:
                 source = empty_select_sql(RAW_SCHEMAS[name])
             else:
                 parts = list_live(self.storage, name, self.ref)  # type: ignore[arg-type]
+                self._listed[name] = time.monotonic()
                 paths = self.mirror.paths(parts)
                 source = f"SELECT * FROM {read_parquet_sql(paths)}" if paths else empty_select_sql(RAW_SCHEMAS[name])
             self._db.execute(f'CREATE OR REPLACE VIEW "{name}" AS {source}')

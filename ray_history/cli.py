@@ -493,3 +493,7 @@ from .retention_commands import du, lifecycle, retention  # noqa: E402
 main.add_command(retention)
 main.add_command(lifecycle)
 main.add_command(du)
+
+from .compact_command import compact  # noqa: E402
+
+main.add_command(compact)

@@ -1,0 +1,158 @@
+"""`ray-history compact`: rewrite ended sessions' small parts into few large objects (see docs/compaction.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+
+import click
+
+from archive.layout import InvalidName, SessionRef
+from archive.storage import StorageError
+from maintenance.compactor import (
+    DEFAULT_GRACE_S,
+    DEFAULT_JOBS,
+    DEFAULT_MAX_BYTES,
+    CompactionReport,
+    Compactor,
+    Progress,
+)
+
+from .cli import archive_settings, open_archive, setting
+
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$|^0$")
+_BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z]*)$")
+# Progress lines at most this often (plus one per object written), so a long run shows it is alive.
+PROGRESS_EVERY_S = 2.0
+
+
+def _grace(_: click.Context, __: click.Parameter, value: str) -> float:
+    text = str(value).strip().lower()
+    if not _DURATION.match(text):
+        raise click.BadParameter(f"{value!r} is not a duration: e.g. 1h, 30m, 90s, 1h30m or 0")
+    return sum(float(number) * _SECONDS[unit] for number, unit in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text))
+
+
+def _size(_: click.Context, __: click.Parameter, value: str) -> int:
+    match = _SIZE.match(str(value).strip().lower())
+    if match is None or match[2] not in _BYTES or float(match[1]) * _BYTES[match[2]] < 1:
+        raise click.BadParameter(f"{value!r} is not a size: e.g. 256MB, 1GiB or 1000000")
+    return int(float(match[1]) * _BYTES[match[2]])
+
+
+def _session(_: click.Context, __: click.Parameter, value: str | None) -> SessionRef | None:
+    if not value:
+        return None
+    bits = value.strip("/").split("/")
+    try:
+        if len(bits) != 3:
+            raise InvalidName("give namespace/cluster/session")
+        return SessionRef(*bits)
+    except InvalidName as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from exc
+
+
+@click.command()
+@archive_settings
+@setting("--session", "RAY_HISTORY_COMPACT_SESSION", "Only this session (namespace/cluster/session); default: "
+         "every ended session.", default=None, callback=_session)  # fmt: skip
+@setting("--grace", "RAY_HISTORY_COMPACT_GRACE", "Replaced parts are deleted once the compacted object is this old "
+         "(a later run deletes them), and a session is compacted once it had no new part for this long.",
+         default=f"{DEFAULT_GRACE_S / 3600:g}h", callback=_grace)  # fmt: skip
+@setting("--max-bytes", "RAY_HISTORY_COMPACT_MAX_BYTES", "Parts' bytes one compacted object holds at most "
+         "(objects this big are left as they are).", default=f"{DEFAULT_MAX_BYTES // 10**6}MB",
+         callback=_size)  # fmt: skip
+@setting(
+    "--jobs",
+    "RAY_HISTORY_COMPACT_JOBS",
+    "Groups of parts rewritten at once, on as many threads (each "
+    "holds up to ~128 MB of rows and its output in memory).",
+    default=DEFAULT_JOBS,
+    type=click.IntRange(min=1),
+)
+@setting("--dry-run/--apply", "RAY_HISTORY_COMPACT_DRY_RUN", "Read and compress as applying would, but write and "
+         "delete nothing: the report says what applying does.", default=False)  # fmt: skip
+@setting("--format", "RAY_HISTORY_COMPACT_FORMAT", "Report format.", default="table",
+         type=click.Choice(["table", "json"]))  # fmt: skip
+def compact(
+    archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
+    session: SessionRef | None, grace: float, max_bytes: int, jobs: int, dry_run: bool, format: str,
+) -> None:  # fmt: skip
+    """Rewrite ended sessions' small parts into few large Parquet objects, losslessly; replaced parts are
+    deleted after the grace. Idempotent: run it again (a CronJob) and it finishes what a killed run left."""
+    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout)
+    printer = _Printer(dry_run)
+    compactor = Compactor(storage, grace_s=grace, max_bytes=max_bytes, dry_run=dry_run, progress=printer, jobs=jobs)
+    try:
+        report = compactor.run(session)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if format == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(render_table(report))
+    if any(found.error for found in report.sessions):
+        sys.exit(1)
+
+
+class _Printer:
+    """Progress on stderr: each object written, and where reading stands every few seconds."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.wrote = "would write" if dry_run else "wrote"
+        self.last = 0.0
+        self.lock = threading.Lock()  # called from the compactor's threads
+
+    def __call__(self, step: Progress) -> None:
+        with self.lock:
+            self._print(step)
+
+    def _print(self, step: Progress) -> None:
+        now = time.monotonic()
+        if step.written is not None:
+            click.echo(f"{step.session} {step.kind} {step.node}: {self.wrote} {step.written.rsplit('/', 1)[1]} "
+                       f"({step.total} objects merged)", err=True)  # fmt: skip
+        elif now - self.last >= PROGRESS_EVERY_S or step.done == step.total:
+            click.echo(f"{step.session} {step.kind} {step.node}: read {step.done}/{step.total} objects, "
+                       f"{_mb(step.bytes_done)}/{_mb(step.bytes_total)}", err=True)  # fmt: skip
+        else:
+            return
+        self.last = now
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def render_table(report: CompactionReport) -> str:
+    """A line per session and kind: live objects and bytes before -> after, what was written and deleted."""
+    headers = ("session", "kind", "objects", "bytes", "written", "deleted", "waiting")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for found in report.sessions:
+        if found.skipped or found.error:
+            rows.append((found.path, "-", "", "", "", "", ""))
+            notes.append(f"{found.path}: {'error: ' + found.error if found.error else 'left alone: ' + found.skipped}")
+            continue
+        for kind in found.kinds:
+            rows.append((
+                found.path, kind.kind, f"{kind.parts_before} -> {kind.parts_after}",
+                f"{_mb(kind.bytes_before)} -> {_mb(kind.bytes_after)}", str(len(kind.written)),
+                f"{kind.deleted} ({_mb(kind.deleted_bytes)})", f"{kind.waiting} ({_mb(kind.waiting_bytes)})",
+            ))  # fmt: skip
+            notes += [f"{found.path} {kind.kind}: {note}" for note in kind.notes]
+        if found.snapshot_updated:
+            notes.append(f"{found.path}: snapshot.json {'would get' if report.dry_run else 'got'} the new parts "
+                         "fingerprint (no derivation needed)")  # fmt: skip
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+             for line in (headers, *rows)]  # fmt: skip
+    speed = report.read_bytes / 1e6 / report.seconds if report.seconds else 0.0
+    lines.append(f"{'dry run: nothing written or deleted; ' if report.dry_run else ''}"
+                 f"{_mb(report.read_bytes)} read in {report.seconds:.1f} s ({speed:.1f} MB/s)")  # fmt: skip
+    return "\n".join(lines + notes)
