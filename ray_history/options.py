@@ -14,6 +14,7 @@ class ArchiveOptions:
     s3_region: str | None = None
     s3_path_style: bool = True
     s3_timeout: float = 30.0
+    s3_budget: float | None = None
 
     def s3(self) -> S3Options:
         """Flags win over the AWS environment variables boto3 would read anyway."""
@@ -25,6 +26,7 @@ class ArchiveOptions:
             access_key=base.access_key,
             secret_key=base.secret_key,
             timeout=self.s3_timeout,
+            budget=self.s3_budget,
         )
 
     def open(self) -> Storage:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import InvalidKey, ObjectInfo, ObjectNotFound, Storage, StorageError, check_key
+from .base import InvalidKey, ObjectInfo, ObjectNotFound, Storage, StorageError, StoreUnreachable, check_key
 from .config import S3Options, open_storage
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "S3Options",
     "Storage",
     "StorageError",
+    "StoreUnreachable",
     "check_key",
     "open_storage",
 ]

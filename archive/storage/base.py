@@ -15,6 +15,11 @@ class StorageError(Exception):
     """The object store could not do what was asked (down, refused, misconfigured)."""
 
 
+class StoreUnreachable(StorageError):
+    """The store did not answer: connection refused or cut, or no answer within the time budget. The same call
+    may well succeed later; callers keep what they have and try again."""
+
+
 class ObjectNotFound(StorageError, KeyError):
     """No object under the key."""
 

@@ -36,6 +36,10 @@ class S3Options:
     secret_key: str | None = field(default=None, repr=False)
     # Seconds one attempt may wait for an answer (boto3 tries 3 times); a store that hangs fails in time.
     timeout: float = 30.0
+    # Seconds one request may take in all (connect, answer, body and retries together), or None for no bound
+    # beyond the timeouts above (attempts x timeout). The history server sets one so that a store that accepts
+    # connections and never answers costs a page seconds, not minutes.
+    budget: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> S3Options:

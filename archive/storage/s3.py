@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import boto3
@@ -21,7 +24,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .base import ObjectInfo, ObjectNotFound, StorageError, check_key, check_prefix
+from .base import ObjectInfo, ObjectNotFound, StorageError, StoreUnreachable, check_key, check_prefix
 
 if TYPE_CHECKING:
     from .config import S3Options
@@ -39,16 +42,60 @@ _AUTH = {
     "403",
 }
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+# Requests in flight at once per storage when a time budget is set (a thread each), and the connections kept:
+# more threads than connections would open and drop a connection per request (and log a warning each time).
+_BUDGETED_CALLS = 32
+T = TypeVar("T")
+
+
+class _Calls:
+    """Threads that run calls whose caller waits a bounded time for them.
+
+    Daemon threads, started as needed: a call hung on a frozen store must not hold the process at exit,
+    as a ThreadPoolExecutor's threads would (they are joined).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._queue: SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, call: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._idle == 0 and self._threads < self._size:
+                self._threads += 1
+                self._idle += 1
+                threading.Thread(target=self._work, name=f"s3-call-{self._threads}", daemon=True).start()
+            self._idle -= 1
+        self._queue.put((future, call))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, call = self._queue.get()
+            if future.set_running_or_notify_cancel():  # False: its caller gave up before it started
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # handed to the caller, who maps it
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
 
 
 def _client_config(options: S3Options) -> Config:
+    # A call abandoned at its budget runs on in its thread until these cut it: no attempt outlives the budget.
+    timeout = min(options.timeout, options.budget) if options.budget else options.timeout
     kwargs: dict[str, Any] = {
         "signature_version": "s3v4",
         # A store that is down must fail in seconds, not hang a collector flush or a page load:
         # the callers have their own retry loops (the collector keeps its spool and tries later).
-        "connect_timeout": min(5.0, options.timeout),
-        "read_timeout": options.timeout,
+        "connect_timeout": min(5.0, timeout),
+        "read_timeout": timeout,
         "retries": {"mode": "standard", "max_attempts": 3},
+        "max_pool_connections": _BUDGETED_CALLS,
     }
     if options.region:
         kwargs["region_name"] = options.region
@@ -113,6 +160,9 @@ class S3Storage:
                 "AWS_REGION and AWS_PROFILE"
             ) from exc
         self.endpoint_url: str = self._client.meta.endpoint_url
+        # botocore bounds each attempt's connect and each read, not a call: the budget is kept by waiting for
+        # the call in a thread of this pool for that long at most.
+        self._budgeted = _Calls(_BUDGETED_CALLS) if options.budget else None
 
     def __repr__(self) -> str:
         return f"S3Storage({self.uri!r}, endpoint={self.endpoint_url!r})"
@@ -153,13 +203,30 @@ class S3Storage:
                 "AWS_SECRET_ACCESS_KEY, a profile, or a pod identity"
             )
         if isinstance(exc, _UNREACHABLE):
-            return StorageError(
+            return StoreUnreachable(
                 f"{at} failed: cannot reach the object store ({exc}); check the endpoint URL "
                 "(AWS_ENDPOINT_URL_S3) and that the store is running and reachable from here"
             )
         return StorageError(
             f"{at} failed: {exc}; check the endpoint, the credentials and that bucket {self.bucket!r} exists"
         )
+
+    def _within_budget(self, action: str, key: str, call: Callable[[], T]) -> T:
+        """`call()`, waited for no longer than the budget (when there is one). Past it the caller gets
+        StoreUnreachable; the call itself ends in its thread at its attempts' timeouts, its answer unused."""
+        if self._budgeted is None or self.options.budget is None:
+            return call()
+        future = self._budgeted.submit(call)
+        try:
+            return future.result(timeout=self.options.budget)
+        except FutureTimeout:
+            future.cancel()  # still queued behind hung calls: it never starts
+            where = f"s3://{self.bucket}/{self._full(key)}" if key else self.uri
+            raise StoreUnreachable(
+                f"{action} {where} at endpoint {self.endpoint_url} failed: cannot reach the object store: no "
+                f"answer within {self.options.budget:g} s (connect, read and retries together: --s3-budget); "
+                "check the endpoint URL and that the store is up and not overloaded"
+            ) from None
 
     def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> None:
         check_key(key)
@@ -168,16 +235,21 @@ class S3Storage:
             kwargs["Tagging"] = urlencode(dict(tags))
         try:
             # A single PUT is atomic in S3: readers see the old object or the whole new one.
-            self._client.put_object(**kwargs)
+            self._within_budget("writing", key, lambda: self._client.put_object(**kwargs))
         except (BotoCoreError, ClientError) as exc:
             raise self._error("writing", key, exc) from exc
 
     def get(self, key: str) -> bytes:
         check_key(key)
-        try:
+
+        def fetch() -> bytes:
             response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
             # Reading the body is part of the request: a connection cut mid-stream surfaces here.
-            body: bytes = response["Body"].read()
+            data: bytes = response["Body"].read()
+            return data
+
+        try:
+            body = self._within_budget("reading", key, fetch)
         except (BotoCoreError, ClientError) as exc:
             raise self._error("reading", key, exc) from exc
         return body
@@ -185,7 +257,10 @@ class S3Storage:
     def get_tags(self, key: str) -> dict[str, str]:
         check_key(key)
         try:
-            response = self._client.get_object_tagging(Bucket=self.bucket, Key=self._full(key))
+            full = self._full(key)
+            response = self._within_budget(
+                "reading the tags of", key, lambda: self._client.get_object_tagging(Bucket=self.bucket, Key=full)
+            )
         except (BotoCoreError, ClientError) as exc:
             raise self._error("reading the tags of", key, exc) from exc
         return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
@@ -193,7 +268,8 @@ class S3Storage:
     def delete(self, key: str) -> None:
         check_key(key)
         try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+            full = self._full(key)
+            self._within_budget("deleting", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=full))
         except (BotoCoreError, ClientError) as exc:
             error = self._error("deleting", key, exc)
             if isinstance(error, ObjectNotFound):
@@ -211,8 +287,10 @@ class S3Storage:
         root = f"{self.prefix}/" if self.prefix else ""
         paginator = self._client.get_paginator("list_objects_v2")
         found: list[tuple[str, int, int]] = []
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=root + prefix))
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
+            # Each page is a request of its own, with its own budget: a long listing is not one call.
+            while (page := self._within_budget("listing", prefix, lambda: next(pages, None))) is not None:
                 for obj in page.get("Contents", []):
                     full: str = obj["Key"]
                     # Folder markers ("dir/") made by consoles or filer-backed stores are not objects.
