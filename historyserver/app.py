@@ -4,28 +4,34 @@ prefix, health, readiness and metrics."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import duckdb
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ui
+from archive.storage import InvalidKey, StorageError
 
 from . import rayapi, rayfrontend
-from .errors import BadRequest, Expired, NotFound
+from .errors import BadRequest, Expired, NotFound, Unavailable
 from .server import HistoryServer
+from .storehealth import WatchedStorage
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
 from .views.common import FastJSON, page_context
 from .views.pages import render
 
 API = "/api/v1"
+# When to ask again after the store failed a request: soon, the probe of an outage takes its budget at most.
+STORE_RETRY_AFTER_S = 5
 SESSION_PARAMS = ("namespace", "cluster", "session")
 # What DuckDB says when a file a view names is gone (an archive on a local disk is read in place).
 MISSING_FILE = ("No files found", "No such file", "Cannot open file")
@@ -54,15 +60,29 @@ def create_app(history: HistoryServer) -> FastAPI:
                                                      history.jobs.sessions_indexed),
         "ray_history_server_jobs_pending_sessions": ("Ended sessions the job index has still to read.",
                                                      lambda: history.sessions_to_index),
+        "ray_history_server_catalog_loaded": ("1 once the catalog's first load has read every session document.",
+                                              lambda: int(history.ready)),
+        "ray_history_server_store_reachable": ("1 while the object store answers the server, 0 while it does not.",
+                                               lambda: int(history.health.reachable)),
     }  # fmt: skip
     for name, (description, read) in gauges.items():
         Gauge(name, description, registry=registry).set_function(read)
+    registry.register(StoreCalls(history.storage))
+
+    async def needs_catalog() -> None:
+        # Before the first load is done a list would be short and a session not yet read a wrong 404.
+        if not history.ready:
+            raise Unavailable(f"the server is starting, {history.load.reason()}", history.load.retry_after_s())
+
+    catalog = [Depends(needs_catalog)]
 
     for module in (sessions, jobs, tasks, entities, events, logs, metrics, timeline, sql, compare):
-        app.include_router(module.views.api, prefix=API)
-        app.include_router(module.views.pages)
-    app.include_router(rayapi.router)  # Ray's own dashboard API, per session: /ray/{ns}/{cluster}/{session}/...
-    app.include_router(rayfrontend.router)  # after the API: its catch-all serves the frontend's files
+        app.include_router(module.views.api, prefix=API, dependencies=catalog)
+        app.include_router(module.views.pages, dependencies=catalog)
+    # Ray's own dashboard API, per session: /ray/{ns}/{cluster}/{session}/...
+    app.include_router(rayapi.router, dependencies=catalog)
+    # After the API: its catch-all serves the frontend's files.
+    app.include_router(rayfrontend.router, dependencies=catalog)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -90,6 +110,18 @@ def create_app(history: HistoryServer) -> FastAPI:
             answer.headers["Retry-After"] = "1"
         return answer
 
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> Response:
+        return _error(request, 503, "Not available yet", str(exc), retry_after_s=exc.retry_after_s)
+
+    @app.exception_handler(StorageError)
+    async def store_failed(request: Request, exc: StorageError) -> Response:
+        # The store's fault, not the request's: worth trying again. StoreHealth has logged it (an outage once),
+        # and a handled error keeps the connection, where an unhandled one dropped it after a bare 500.
+        if isinstance(exc, InvalidKey):
+            return _error(request, 400, "Bad request", str(exc))
+        return _error(request, 503, "The archive cannot be read", str(exc), retry_after_s=STORE_RETRY_AFTER_S)
+
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         return _error(request, 400, "Bad request", str(exc))
@@ -110,14 +142,15 @@ def create_app(history: HistoryServer) -> FastAPI:
         answered.labels(str(response.status_code)).inc()
         return response
 
+    # Both on the event loop, not in the thread pool: requests waiting on a frozen store must not hold up probes.
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    def readyz() -> JSONResponse:
-        ready = history.ready
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    async def readyz() -> JSONResponse:
+        answer = history.readiness()
+        return JSONResponse(answer, status_code=200 if answer["ready"] else 503)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> PlainTextResponse:
@@ -126,10 +159,28 @@ def create_app(history: HistoryServer) -> FastAPI:
     return app
 
 
-def _error(request: Request, status: int, title: str, message: str) -> Response:
+def _error(request: Request, status: int, title: str, message: str, retry_after_s: int | None = None) -> Response:
     """JSON for the API and for machines; a page, with the reason and a way on, for a person's browser."""
     wants_page = not request.url.path.startswith(API) and "text/html" in request.headers.get("accept", "")
     if not wants_page:
-        return JSONResponse({"error": message}, status_code=status)
-    return render(request, "error.html", status_code=status, title=title, message=message, json_url=None,
-                  **page_context(dict(request.path_params)))  # fmt: skip
+        answer: Response = JSONResponse({"error": message}, status_code=status)
+    else:
+        answer = render(request, "error.html", status_code=status, title=title, message=message, json_url=None,
+                        **page_context(dict(request.path_params)))  # fmt: skip
+    if retry_after_s is not None:
+        answer.headers["Retry-After"] = str(retry_after_s)
+    return answer
+
+
+class StoreCalls(Collector):
+    """/metrics: the server's calls to the object store by method, kind of key and outcome (its WatchedStorage)."""
+
+    def __init__(self, storage: WatchedStorage) -> None:
+        self.storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("ray_history_server_store_calls", "Calls to the object store, by method, "
+                                     "kind of key and outcome.", labels=["method", "kind", "outcome"])  # fmt: skip
+        for (method, kind, outcome), count in sorted(self.storage.counts().items()):
+            family.add_metric([method, kind, outcome], count)
+        yield family

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from archive import documents, layout
 from archive.parts import live
-from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
+from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, StoreUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -463,6 +463,9 @@ class Catalog:
             data = self.storage.get(doc.key)
         except ObjectNotFound:
             fetched.gone = True
+            return fetched
+        except StoreUnreachable:  # an outage is logged once (historyserver.storehealth), not per document
+            fetched.failed = True
             return fetched
         except StorageError as exc:
             log.warning("could not read session document %s (trying again next refresh): %s", doc.key, exc)

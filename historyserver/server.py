@@ -20,12 +20,14 @@ from archive import documents, layout
 from archive.storage import ObjectNotFound, Storage, StorageError
 
 from .answers import AnswerCache
-from .catalog import STATUSES, Catalog, RefreshStats
+from .catalog import STATUSES, Catalog, RefreshStats, SessionQuery
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
+from .readiness import CatalogLoad
 from .reconstruct import SessionEnd
 from .retention import expiries
 from .sessions import OpenSession, SessionCache
+from .storehealth import StoreHealth, WatchedStorage, describe
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +49,36 @@ class ServerSettings:
     sql_max_rows: int = 10_000
     # Index the jobs of every ended session in the background, deriving snapshots no replica has written.
     index_jobs: bool = True
+    # Read the catalog the first time in the background, the port open meanwhile (`ray-history serve`); else
+    # start() returns once it is read, as embedded uses and tests want.
+    load_in_background: bool = False
     # Encoded answers kept for repeated requests (historyserver.answers), in bytes across every session.
     answer_cache_bytes: int = 64 * 1024 * 1024
 
 
 class HistoryServer:
     def __init__(self, storage: Storage, settings: ServerSettings) -> None:
-        self.storage = storage
+        # Every use of the store goes through one watcher, so that one place knows whether the store answers.
+        self.health = StoreHealth(describe(storage))
+        self.storage = WatchedStorage(storage, self.health)
         self.settings = settings
         self.answers = AnswerCache(settings.answer_cache_bytes)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(storage, None, settings.heartbeat_timeout)
-        self.sessions = SessionCache(storage, settings.cache_dir, settings.max_open_sessions)
+        self.catalog = Catalog(self.storage, None, settings.heartbeat_timeout)
+        self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
         self.jobs = JobIndex()
         self.sessions_to_index = 0  # ended sessions the background pass has still to index
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.ready = False
+        self.load = CatalogLoad(self.storage, self.health, self._count_sessions)
 
     def start(self) -> None:
-        """Read the catalog once, then keep it (and the job index) fresh in the background."""
-        self.refresh()
-        self.ready = True
+        """Read the catalog once, then keep it (and the job index) fresh in the background. With
+        `load_in_background` the first read is the refresh loop's first pass, and the port opens meanwhile."""
+        if not self.settings.load_in_background:
+            self.load.run(self.refresh, partial_ok=True)
         # (name, work, whether it has just been done)
-        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self.refresh, True)]
+        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self._refresh_catalog, self.ready)]
         if self.settings.index_jobs:
             loops.append(("job-index", self.index_ended_sessions, False))
         for name, work, done in loops:
@@ -80,6 +88,28 @@ class HistoryServer:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the catalog has been read once: until then, what needs it answers 503."""
+        return self.load.done
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz answers: whether the catalog is usable (why not, how far its load is), and the store's state."""
+        answer: dict[str, Any] = {"ready": self.ready}
+        if not self.ready:
+            answer["reason"] = self.load.reason()
+        return answer | {"catalog": self.load.report(), "store": self.health.report()}
+
+    def _refresh_catalog(self) -> None:
+        """The refresh loop's work; until the first load has read every session document, that load again."""
+        if self.ready:
+            self.refresh()
+        else:
+            self.load.run(self.refresh)
+
+    def _count_sessions(self) -> int:
+        return self.catalog.list_sessions(SessionQuery(limit=1))[0]
 
     def refresh(self) -> RefreshStats:
         """Refresh the catalog, then forget what no longer exists: a session retention deleted is hidden by
@@ -98,6 +128,9 @@ class HistoryServer:
         while True:
             try:
                 work()
+            except StorageError as exc:
+                # StoreHealth logs an outage once (and other store errors once a minute): no traceback per pass.
+                log.debug("%s failed; trying again in %.0f s: %s", name, self.settings.refresh_interval, exc)
             except Exception:
                 log.exception("%s failed; trying again in %.0f s", name, self.settings.refresh_interval)
             if self._stop.wait(self.settings.refresh_interval):
@@ -110,6 +143,10 @@ class HistoryServer:
         reads each); then those without are derived, one at a time (and written back), so the first
         person to open one does not wait.
         """
+        # Its loop starts with the server: nothing to index until the catalog's first load is done.
+        while not self.load.loaded.wait(1.0):
+            if self._stop.is_set():
+                return 0
         ended = self.catalog.rows_by_status(("closed", "incomplete"), INDEX_COLUMNS)
         everywhere = self.catalog.rows_by_status(STATUSES, ("namespace", "cluster", "session"))
         self.jobs.forget(self.jobs.paths() - {row_path(row) for row in everywhere})
@@ -119,14 +156,14 @@ class HistoryServer:
         done = 0
         with ThreadPoolExecutor(max_workers=INDEX_READERS) as pool:
             for start in range(0, len(todo), INDEX_BATCH):
-                if self._stop.is_set():
+                if self._stop.is_set() or not self.health.reachable:  # an outage: the next pass goes on
                     return done
                 batch = todo[start : start + INDEX_BATCH]
                 found = list(pool.map(lambda row: self._jobs_entry(row, derive=False), batch))
                 to_derive += [row for row, entry in zip(batch, found, strict=True) if entry is None]
                 done += self._add_to_index([entry for entry in found if entry])
         for row in to_derive:
-            if self._stop.is_set():
+            if self._stop.is_set() or not self.health.reachable:
                 break
             done += self._add_to_index([self._jobs_entry(row, derive=True)])
         if todo:
@@ -139,6 +176,10 @@ class HistoryServer:
         end = session_end(row)
         try:
             found = self.sessions.snapshots.table(ref, end, "jobs", derive=derive, expired=row["expired_kinds"])
+        except StorageError as exc:
+            # The store's fault, which StoreHealth logs (an outage once): no traceback per session.
+            log.debug("could not index the jobs of %s (trying again next pass): %s", ref.path, exc)
+            return None
         except Exception:
             log.exception("could not index the jobs of %s; trying again next pass", ref.path)
             return None

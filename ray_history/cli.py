@@ -67,8 +67,8 @@ cache_setting = setting(
 
 
 def open_archive(archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool,
-                 s3_timeout: float) -> Storage:  # fmt: skip
-    return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout).open()
+                 s3_timeout: float, s3_budget: float | None = None) -> Storage:  # fmt: skip
+    return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout, s3_budget).open()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -380,11 +380,14 @@ def collect(
     "replica has written yet.",
     default=True,
 )
+@setting("--s3-budget", "RAY_HISTORY_S3_BUDGET", "Seconds one S3 request may take in all: connect, answer and "
+         "retries together (a store that hangs answers a page 503 after it).", default=10.0,
+         type=click.FloatRange(min=0.1))  # fmt: skip
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
     listen: tuple[str, int],
     cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
-    sql_timeout: float, sql_max_rows: int, index_jobs: bool,
+    sql_timeout: float, sql_max_rows: int, index_jobs: bool, s3_budget: float,
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
@@ -392,11 +395,11 @@ def serve(
     from historyserver.app import create_app
     from historyserver.server import HistoryServer, ServerSettings
 
-    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout)
+    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout, s3_budget)
     settings = ServerSettings(
         cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
         max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
-        index_jobs=index_jobs,
+        index_jobs=index_jobs, load_in_background=True,
     )  # fmt: skip
     host, port = listen
     click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)

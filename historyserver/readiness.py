@@ -1,0 +1,164 @@
+"""The catalog's first load, watched: how far it is, how fast it goes, and when it is done.
+
+`ray-history serve` opens its port at once and reads the catalog in the background (on S3, 2,000 sessions
+took 16-21 s; 100,000 would take many minutes). Until the load has read every session document, /readyz
+answers 503 with how far it is, requests that need the catalog answer 503 with a Retry-After, and the log
+says every few seconds how many documents are read, of how many, at what rate. The progress is counted
+where the documents are read: the server's WatchedStorage (gets and listings under sessions/).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from archive.storage import StorageError
+
+from .storehealth import StoreHealth, WatchedStorage
+
+log = logging.getLogger(__name__)
+
+# How often the first load says how far it is; and, while it is stuck (the store down), that it still is.
+PROGRESS_INTERVAL_S = 3.0
+STUCK_INTERVAL_S = 60.0
+# Retry-After bounds while loading: ask again soon, but not in a tight loop.
+RETRY_AFTER_S = (1, 30)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the first load is: documents read (gets under sessions/), of how many the listing found."""
+
+    attempts: int
+    seconds: float
+    documents_read: int
+    documents_listed: int | None  # None until the listing of sessions/ has come back
+    sessions: int  # sessions in the catalog so far (committed in batches as documents are read)
+
+    @property
+    def rate(self) -> float:
+        return self.documents_read / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        if self.documents_listed is None:
+            return f"loading the catalog: listing the archive's session documents ({self.seconds:.0f} s so far)"
+        return (f"loading the catalog: {self.documents_read:,} of {self.documents_listed:,} session documents "
+                f"read ({self.rate:,.0f}/s), {self.sessions:,} sessions so far")  # fmt: skip
+
+
+class CatalogLoad:
+    """The first load of the catalog: run by the refresh loop until it has read every session document."""
+
+    def __init__(self, storage: WatchedStorage, health: StoreHealth, count_sessions: Callable[[], int]) -> None:
+        self._storage = storage
+        self._health = health
+        self._count_sessions = count_sessions
+        self.loaded = threading.Event()
+        self._lock = threading.Lock()
+        self._started: float | None = None  # monotonic, when the first attempt began
+        self._attempts = 0
+        self._base = (0, 0)  # (gets, objects listed) under sessions/ before the current attempt
+        self._read_before = 0  # documents read by earlier attempts
+        self._last_failure: str | None = None
+        self._calls_before: dict[tuple[str, str, str], int] = {}
+        self.seconds: float | None = None  # how long the load took, once done
+        self.calls: dict[str, int] = {}  # the store calls it took by method, once done
+
+    @property
+    def done(self) -> bool:
+        return self.loaded.is_set()
+
+    def run(self, refresh: Callable[[], object], *, partial_ok: bool = False) -> bool:
+        """One attempt: `refresh()`, then done unless the store stopped answering meanwhile (or `partial_ok`).
+        Documents the store refused for another reason (one it may not read) do not hold the load up: the
+        catalog reads them again at each refresh. A StorageError is noted and raised."""
+        with self._lock:
+            first = self._started is None
+            if first:
+                self._started = time.monotonic()
+                self._calls_before = self._storage.counts()
+            self._attempts += 1
+            self._read_before += self._read_now()
+            self._base = (self._storage.calls("get", "sessions", "ok"), self._storage.listed("sessions"))
+        if first:
+            threading.Thread(target=self._report, name="catalog-progress", daemon=True).start()
+        outages = self._health.unreachable_calls
+        try:
+            refresh()
+        except StorageError as exc:
+            self._last_failure = str(exc)
+            raise
+        if not partial_ok and self._health.unreachable_calls != outages:
+            self._last_failure = self._health.last_error
+            return False
+        self.seconds = time.monotonic() - (self._started or 0.0)
+        for (method, kind, outcome), count in self._storage.counts().items():
+            spent = count - self._calls_before.get((method, kind, outcome), 0)
+            if spent:
+                self.calls[method] = self.calls.get(method, 0) + spent
+        self.loaded.set()
+        progress = self.progress()
+        log.info("catalog loaded: %s sessions from %s session documents in %.1f s (%s/s)", f"{progress.sessions:,}",
+                 f"{progress.documents_read:,}", self.seconds, f"{progress.rate:,.0f}")  # fmt: skip
+        return True
+
+    def progress(self) -> Progress:
+        with self._lock:
+            # Counted when the listing has come back whole (an empty archive is loaded at once anyway).
+            listed = self._storage.listed("sessions") - self._base[1]
+            attempts, started, read = self._attempts, self._started, self._read_before + self._read_now()
+        return Progress(
+            attempts=attempts,
+            seconds=time.monotonic() - started if started is not None else 0.0,
+            documents_read=read,
+            documents_listed=listed or None,
+            sessions=self._count_sessions(),
+        )
+
+    def reason(self) -> str:
+        """Why the catalog is not usable yet (for /readyz and the 503s)."""
+        if self._started is None:
+            return "the catalog's first load has not started yet"
+        text = self.progress().describe()
+        if not self._health.reachable:
+            text += f"; waiting for the object store: {self._health.last_error}"
+        return text
+
+    def retry_after_s(self) -> int:
+        """When to ask again: when the load should be done at its pace, within RETRY_AFTER_S."""
+        low, high = RETRY_AFTER_S
+        progress = self.progress()
+        if not self._health.reachable or progress.documents_listed is None or progress.rate == 0:
+            return 5
+        left = max(progress.documents_listed - progress.documents_read, 0) / progress.rate
+        return int(min(max(left, low), high))
+
+    def report(self) -> dict[str, Any]:
+        """What /readyz says of the catalog."""
+        if self.done:
+            return {"state": "loaded", "seconds": round(self.seconds or 0.0, 3), "sessions": self._count_sessions(),
+                    "store_calls": self.calls}  # fmt: skip
+        progress = self.progress()
+        return {
+            "state": "loading", "attempts": progress.attempts, "seconds": round(progress.seconds, 3),
+            "documents_read": progress.documents_read, "documents_listed": progress.documents_listed,
+            "documents_per_s": round(progress.rate, 1), "sessions": progress.sessions,
+            "last_failure": self._last_failure,
+        }  # fmt: skip
+
+    def _read_now(self) -> int:
+        """Documents read by the current attempt (failed reads are read again by the next one)."""
+        return self._storage.calls("get", "sessions", "ok") - self._base[0]
+
+    def _report(self) -> None:
+        """Every few seconds until the load is done, how far it is (the operator's only sign of life); while
+        the store is down (StoreHealth has said so) the load waits for it, and says so once a minute only."""
+        said = time.monotonic()
+        while not self.loaded.wait(PROGRESS_INTERVAL_S):
+            if self._health.reachable or time.monotonic() - said >= STUCK_INTERVAL_S:
+                log.info("%s", self.reason())
+                said = time.monotonic()
