@@ -143,9 +143,49 @@ class SeaweedFS:
     data_dir: Path
     log_path: Path
     ports: dict[str, int]
+    # How it was started, so that it can be killed and started again on the same ports and data (restart).
+    _args: list[str] = field(default_factory=list, repr=False)
+    _env: dict[str, str] = field(default_factory=dict, repr=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def create_bucket(self, name: str) -> None:
         create_bucket(self.endpoint_url, self.access_key, self.secret_key, name)
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the store: the kernel still accepts connections, nothing answers them."""
+        os.killpg(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after freeze(): the store answers again, requests it had accepted included."""
+        os.killpg(self.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the store, as a crash would: connections are refused until restart()."""
+        assert self._proc is not None
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGCONT)  # a frozen process dies only once it runs
+            os.killpg(self.pid, signal.SIGKILL)
+        self._proc.wait()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the store again after kill(), on the same ports and data, and wait until it answers."""
+        self._proc = _spawn_weed(self._args, self._env, self.data_dir, self.log_path)
+        self.pid = self._proc.pid
+        _wait_until_ready(self._proc, self, timeout)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGCONT)  # SIGTERM is not delivered to a frozen process
+            _stop_process_group(self._proc)
+
+
+def _spawn_weed(args: list[str], env: dict[str, str], data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    # A file rather than a pipe: nobody drains a pipe while tests run, and a full pipe would block the server.
+    # Its own session: the store's processes are a group of their own, stopped, frozen or killed together.
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(args, cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
 def weed_binary() -> str:
@@ -246,20 +286,7 @@ def seaweedfs_server(
             args += [f"-{component}.port={port}", f"-{component}.port.grpc={port + GRPC_OFFSET}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
-        log = stack.enter_context(open(log_path, "ab"))
-        # A file rather than a pipe: nobody drains a pipe while tests run, and a full pipe would
-        # block the server.
-        proc = subprocess.Popen(
-            args,
-            cwd=data_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        stack.callback(_stop_process_group, proc)
-
+        proc = _spawn_weed(args, env, data_dir, log_path)
         endpoint = f"http://{LOOPBACK}:{ports['s3']}"
         server = SeaweedFS(
             endpoint_url=endpoint,
@@ -269,7 +296,11 @@ def seaweedfs_server(
             data_dir=data_dir,
             log_path=log_path,
             ports=ports,
+            _args=args,
+            _env=env,
+            _proc=proc,
         )
+        stack.callback(server.stop)
         _wait_until_ready(proc, server, start_timeout)
         yield server
 
