@@ -323,8 +323,13 @@ def test_every_ray_container_sends_its_events_to_its_pods_collector() -> None:
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
         assert "emptyDir" in volumes[collector_mount["name"]], where
         # The pod's labels reach the manifest through the downward API folder the collector reads by default.
-        pod_info_dir = next(p for p in main.commands["collect"].params if p.name == "pod_info_dir").default
-        info = next(m for m in collector["volumeMounts"] if m["mountPath"] == str(pod_info_dir))
+        # Every folder the pod mounts for the collector is named in its command: nothing rests on a default path.
+        for mount in collector["volumeMounts"]:
+            assert mount["mountPath"] in collector["command"], f"{where}: {mount['mountPath']} is not in the command"
+        info = next(
+            m for m in collector["volumeMounts"] if m["mountPath"] == _option(collector["command"], "--pod-info-dir")
+        )
+        assert _option(collector["command"], "--ray-temp-dir") == "/tmp/ray"
         paths = {item["fieldRef"]["fieldPath"] for item in volumes[info["name"]]["downwardAPI"]["items"]}
         assert paths == {"metadata.labels", "metadata.annotations"}, where
         env = {item["name"]: item for item in collector["env"]}
