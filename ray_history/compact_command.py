@@ -130,16 +130,20 @@ def _mb(size: int) -> str:
 
 
 def render_table(report: CompactionReport) -> str:
-    """A line per session and kind: live objects and bytes before -> after, what was written and deleted."""
+    """A line per session and kind where something was (or would be) written or deleted, or waits for the
+    grace: live objects and bytes before -> after. Sessions with nothing to do are counted at the end, those
+    left alone listed with the reason (the JSON format has every session)."""
     headers = ("session", "kind", "objects", "bytes", "written", "deleted", "waiting")
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
+    idle = 0
     for found in report.sessions:
         if found.skipped or found.error:
-            rows.append((found.path, "-", "", "", "", "", ""))
             notes.append(f"{found.path}: {'error: ' + found.error if found.error else 'left alone: ' + found.skipped}")
             continue
-        for kind in found.kinds:
+        busy = [kind for kind in found.kinds if kind.written or kind.deleted or kind.waiting or kind.notes]
+        idle += not busy
+        for kind in busy:
             rows.append((
                 found.path, kind.kind, f"{kind.parts_before} -> {kind.parts_after}",
                 f"{_mb(kind.bytes_before)} -> {_mb(kind.bytes_after)}", str(len(kind.written)),
@@ -151,8 +155,9 @@ def render_table(report: CompactionReport) -> str:
                          "fingerprint (no derivation needed)")  # fmt: skip
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-             for line in (headers, *rows)]  # fmt: skip
+             for line in (headers, *rows)] if rows else ["nothing to compact or delete"]  # fmt: skip
     speed = report.read_bytes / 1e6 / report.seconds if report.seconds else 0.0
-    lines.append(f"{'dry run: nothing written or deleted; ' if report.dry_run else ''}"
-                 f"{_mb(report.read_bytes)} read in {report.seconds:.1f} s ({speed:.1f} MB/s)")  # fmt: skip
+    lines.append(f"{'dry run: nothing written or deleted; ' if report.dry_run else ''}{len(report.sessions)} "
+                 f"sessions, {idle} with nothing to do; {_mb(report.read_bytes)} read in {report.seconds:.1f} s "
+                 f"({speed:.1f} MB/s)")  # fmt: skip
     return "\n".join(lines + notes)

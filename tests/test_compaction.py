@@ -35,6 +35,7 @@ from archive.storage.s3 import S3Storage
 from bench.archive_synth import write_session
 from historyserver.app import create_app
 from historyserver.server import HistoryServer, ServerSettings
+from maintenance.compaction_plan import by_node, deletions, groups
 from maintenance.compactor import CompactionReport, Compactor, Progress
 from ray_history.cli import main
 
@@ -414,6 +415,51 @@ def test_a_late_part_inside_a_compacted_range_is_kept_and_reported(tmp_path: Pat
     metrics = report.sessions[0].kinds[2]
     assert metrics.deleted == 0 and any(late in note for note in metrics.notes)
     assert late in data_keys(storage)
+
+
+# --- the plan, from listings alone --------------------------------------------------------------
+
+SEQ = [f"1795892637151-{n:08d}" for n in range(8)]
+
+
+def held(first: int, last: int | None = None, size: int = 10, mtime: int = 100) -> ObjectInfo:
+    """A listed part (`last` None) or compacted object of node n1."""
+    if last is None:
+        return ObjectInfo(layout.part_key("events", REF, "n1", SEQ[first]), size, mtime)
+    return ObjectInfo(layout.compacted_key("events", REF, "n1", SEQ[first], SEQ[last]), size, mtime)
+
+
+def planned(listing: list[ObjectInfo], max_bytes: int = 100, settled_before: int = 1000) -> list[list[str]]:
+    found = groups(by_node(listing)["n1"], max_bytes, settled_before)
+    return [[f"{h.name.first[-1]}-{h.name.last[-1]}" for h in group] for group in found]
+
+
+def test_the_plan_packs_neighbours_up_to_the_bound() -> None:
+    # A part at the bound ends a group; the bound cuts the rest in order; a lone part is left alone.
+    listing = [held(0, size=40), held(1, size=40), held(2, size=40), held(3, size=100), held(4), held(5)]
+    assert planned(listing) == [["0-0", "1-1"], ["4-4", "5-5"]]
+    # A settled small compacted object joins its neighbours; a fresh one (mtime past settled_before) ends
+    # the group, so a compactor listing while another puts plans the same groups for the rest.
+    listing = [held(0), held(1), held(0, 1, mtime=100), held(2), held(3)]
+    assert planned(listing) == [["0-1", "2-2", "3-3"]]
+    assert planned(listing, settled_before=50) == [["2-2", "3-3"]]
+    # A compacted object over a quarter of the bound is done: it is not merged again.
+    assert planned([held(0, 1, size=30), held(2), held(3)]) == [["2-2", "3-3"]]
+
+
+def test_deletions_wait_for_the_grace_and_never_touch_a_late_or_crossing_node() -> None:
+    parts = [held(n, mtime=100) for n in range(4)]
+    objects = by_node([*parts, held(0, 3, mtime=200)])["n1"]
+    assert len(deletions(objects, now_ns=250, grace_ns=100).waiting) == 4
+    assert [info.key for info in deletions(objects, now_ns=300, grace_ns=100).delete] == [p.key for p in parts]
+    # A part newer than the compacted object covering it was not in it: kept, and said.
+    straggler = ObjectInfo(layout.part_key("events", REF, "n1", SEQ[1] + "a"), 10, 250)  # sorts inside 0..3
+    found = deletions(by_node([*parts, held(0, 3, mtime=200), straggler])["n1"], 1000, 100)
+    assert found.late == [straggler] and straggler not in found.delete and len(found.delete) == 4
+    # Two compacted objects that cross: nothing of the node is deleted.
+    crossing = by_node([*parts, held(0, 2, mtime=200), held(1, 3, mtime=200)])["n1"]
+    found = deletions(crossing, 1000, 100)
+    assert found.delete == [] and len(found.overlapping) == 1
 
 
 # --- which sessions, and a dry run --------------------------------------------------------------
