@@ -8,6 +8,7 @@ import collections
 import csv
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 import urllib.request
@@ -57,6 +58,7 @@ def test_the_failure_rates_recipe_runs_as_a_rayjob_on_the_archive(ray_run, tmp_p
             logs = json.loads(answer.read())["logs"]
     finally:
         ray.stop()
+        shutil.rmtree(temp_dir.parent, ignore_errors=True)
     assert info["status"] == "SUCCEEDED", logs[-5000:]
     assert f"1 sessions in {month}: 1 with a snapshot, 0 without" in logs
 
