@@ -43,11 +43,12 @@ class Progress:
     def rate(self) -> float:
         return self.documents_read / self.seconds if self.seconds > 0 else 0.0
 
-    def describe(self) -> str:
+    def describe(self, rate: float | None = None) -> str:
+        """The progress in words; `rate` (documents a second) instead of the average since the load began."""
         if self.documents_listed is None:
             return f"loading the catalog: listing the archive's session documents ({self.seconds:.0f} s so far)"
         return (f"loading the catalog: {self.documents_read:,} of {self.documents_listed:,} session documents "
-                f"read ({self.rate:,.0f}/s), {self.sessions:,} sessions so far")  # fmt: skip
+                f"read ({self.rate if rate is None else rate:,.0f}/s), {self.sessions:,} sessions so far")  # fmt: skip
 
 
 class CatalogLoad:
@@ -119,11 +120,11 @@ class CatalogLoad:
             sessions=self._count_sessions(),
         )
 
-    def reason(self) -> str:
+    def reason(self, progress: Progress | None = None, rate: float | None = None) -> str:
         """Why the catalog is not usable yet (for /readyz and the 503s)."""
         if self._started is None:
             return "the catalog's first load has not started yet"
-        text = self.progress().describe()
+        text = (progress or self.progress()).describe(rate)
         if not self._health.reachable:
             text += f"; waiting for the object store: {self._health.last_error}"
         return text
@@ -157,8 +158,11 @@ class CatalogLoad:
     def _report(self) -> None:
         """Every few seconds until the load is done, how far it is (the operator's only sign of life); while
         the store is down (StoreHealth has said so) the load waits for it, and says so once a minute only."""
-        said = time.monotonic()
+        said, read = time.monotonic(), 0
         while not self.loaded.wait(PROGRESS_INTERVAL_S):
             if self._health.reachable or time.monotonic() - said >= STUCK_INTERVAL_S:
-                log.info("%s", self.reason())
-                said = time.monotonic()
+                # The rate since the last line: the average would count the listing's time as slowness.
+                progress = self.progress()
+                rate = (progress.documents_read - read) / max(time.monotonic() - said, 1e-3)
+                log.info("%s", self.reason(progress, rate))
+                said, read = time.monotonic(), progress.documents_read
