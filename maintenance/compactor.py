@@ -18,6 +18,8 @@ rewritten on `jobs` threads at once (zstd and Arrow let go of the GIL).
 After compacting events, a snapshot derived from the parts as they were is still right (same rows), but
 its fingerprint (`archive.parts.parts_fingerprint`) no longer matches the live parts and the server would
 derive it again: the compactor writes the new fingerprint into snapshot.json when the old one matched.
+One derived from fewer parts than the live ones (stale: a part came after it) is marked stale, since once
+the parts are compacted it would look like one that knows more than the parts left, which the server keeps.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ DEFAULT_MAX_BYTES = 256 * 1000**2
 DEFAULT_GRACE_S = 3600.0
 DEFAULT_JOBS = min(4, os.cpu_count() or 1)
 NS = 1_000_000_000
+# A snapshot.json whose `parts` starts with this was derived from other parts than the live ones: derived again.
+STALE = "stale:"
 
 
 @dataclass
@@ -73,6 +77,7 @@ class SessionReport:
     error: str | None = None
     kinds: list[KindReport] = field(default_factory=list)
     snapshot_updated: bool = False  # snapshot.json got the new fingerprint (a dry run: would get)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> str:
@@ -97,7 +102,7 @@ class CompactionReport:
             "sessions": [
                 {
                     "namespace": s.namespace, "cluster": s.cluster, "session": s.session, "skipped": s.skipped,
-                    "error": s.error, "snapshot_updated": s.snapshot_updated,
+                    "error": s.error, "snapshot_updated": s.snapshot_updated, "notes": s.notes,
                     "kinds": [vars(kind) for kind in s.kinds],
                 }
                 for s in self.sessions
@@ -182,7 +187,7 @@ class Compactor:
             kind_report, listing_after = self._kind(ref, kind, listings[kind])
             report.kinds.append(kind_report)
             if kind == "events" and "snapshots" not in expired:
-                report.snapshot_updated = self._keep_snapshot_current(ref, listings[kind], listing_after)
+                self._keep_snapshot_current(ref, listings[kind], listing_after, report)
 
     def _kind(self, ref: SessionRef, kind: PartKind, listing: list[ObjectInfo]) -> tuple[KindReport, list[ObjectInfo]]:
         report = KindReport(kind)
@@ -311,25 +316,46 @@ class Compactor:
             report.notes.append(f"{key} crosses another compacted object put at the same moment: check the node")
         return True
 
-    def _keep_snapshot_current(self, ref: SessionRef, before: list[ObjectInfo], after: list[ObjectInfo]) -> bool:
-        """Give snapshot.json the fingerprint of the live events parts if it was derived from the same rows."""
+    def _keep_snapshot_current(self, ref: SessionRef, before: list[ObjectInfo], after: list[ObjectInfo],
+                               report: SessionReport) -> None:  # fmt: skip
+        """Give snapshot.json the fingerprint of the live events parts if it was derived from the same rows;
+        mark it stale if it was derived from fewer (see `_stale`)."""
         old, wanted = parts_fingerprint(live(before)), parts_fingerprint(live(after))
         if old == wanted:
-            return False  # nothing the server reads changed
+            return  # nothing the server reads changed
         plain_before = {(info.key, info.size, info.mtime_ns) for info in before if _is_plain(info)}
         if any((info.key, info.size, info.mtime_ns) not in plain_before for info in after if _is_plain(info)):
-            return False  # a part came or changed meanwhile: the snapshot may lack its rows
+            return  # a part came or changed meanwhile: whatever the snapshot holds, the server will see it
         key = layout.snapshot_manifest_key(ref)
         try:
             manifest = documents.decode(self.storage.get(key), documents.SnapshotManifest)
         except (ObjectNotFound, msgspec.DecodeError):
-            return False  # none, or one the server derives again anyway
-        if manifest.parts != old:
-            return False  # derived from other rows (or before a run killed after its puts): derived again
+            return  # none, or one the server derives again anyway
+        if manifest.parts == old:
+            parts = wanted
+            report.snapshot_updated = True
+        elif _stale(manifest.parts, old):
+            parts = f"{STALE}{manifest.parts}"
+            report.notes.append(f"snapshot.json was derived from other events parts ({manifest.parts}, now "
+                                f"{old}): marked stale, so the next open derives it again")  # fmt: skip
+        else:
+            return  # derived from more parts than are left (retention's rule keeps it): left as it is
         if not self.dry_run:
-            updated = msgspec.structs.replace(manifest, parts=wanted)
+            updated = msgspec.structs.replace(manifest, parts=parts)
             self.storage.put(key, documents.encode(updated), tags=layout.object_tags("snapshots", ref))
-        return True
+
+
+def _stale(stored: str, listed: str) -> bool:
+    """Whether a snapshot of fingerprint `stored` was derived from no more events parts and bytes than `listed`
+    (and not from them): the server would derive it again. After compaction there are fewer live objects and
+    bytes, and the server's rule for expired parts (a snapshot that knows more is kept, whatever its
+    fingerprint) would keep it instead: so the compactor marks it stale first."""
+    try:
+        stored_count, stored_bytes = (int(value) for value in stored.split(":")[:2])
+        listed_count, listed_bytes = (int(value) for value in listed.split(":")[:2])
+    except ValueError:
+        return False  # not a fingerprint (already marked): nothing to do
+    return stored_count <= listed_count and stored_bytes <= listed_bytes
 
 
 def _is_plain(info: ObjectInfo) -> bool:

@@ -150,6 +150,7 @@ def render_table(report: CompactionReport) -> str:
                 f"{kind.deleted} ({_mb(kind.deleted_bytes)})", f"{kind.waiting} ({_mb(kind.waiting_bytes)})",
             ))  # fmt: skip
             notes += [f"{found.path} {kind.kind}: {note}" for note in kind.notes]
+        notes += [f"{found.path}: {note}" for note in found.notes]
         if found.snapshot_updated:
             notes.append(f"{found.path}: snapshot.json {'would get' if report.dry_run else 'got'} the new parts "
                          "fingerprint (no derivation needed)")  # fmt: skip

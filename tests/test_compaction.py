@@ -28,7 +28,7 @@ import historyserver.sessions
 from archive import documents, layout
 from archive.compacted import SOURCES_KEY
 from archive.parquet import parquet_to_table, rows_to_table, table_rows, table_to_parquet
-from archive.parts import live
+from archive.parts import live, parts_fingerprint
 from archive.schema import METRICS
 from archive.storage import ObjectInfo, S3Options, Storage, open_storage
 from archive.storage.s3 import S3Storage
@@ -126,7 +126,7 @@ def data_keys(storage: Storage, ref: layout.SessionRef = REF) -> list[str]:
 
 def figures(report: CompactionReport) -> list[tuple[Any, ...]]:
     """What a report says was (or would be) done, session by session and kind by kind."""
-    return [(s.path, s.skipped, s.error, s.snapshot_updated,
+    return [(s.path, s.skipped, s.error, s.snapshot_updated, s.notes,
              [(k.kind, k.parts_before, k.bytes_before, k.parts_after, k.bytes_after, k.written, k.written_bytes,
                k.deleted, k.deleted_bytes, k.waiting) for k in s.kinds]) for s in report.sessions]  # fmt: skip
 
@@ -370,6 +370,32 @@ def test_the_history_servers_answers_are_the_same(storage: Storage, tmp_path: Pa
         with serve(storage, cache) as client:
             assert answers(client, urls) == before
             assert client.app.state.history.sessions.snapshots.derived == 0  # type: ignore[attr-defined]
+
+
+def test_a_snapshot_older_than_the_parts_is_derived_again_after_compaction(tmp_path: Path) -> None:
+    """A part that came after the snapshot was derived (a collector's late flush) makes it stale. Compacted,
+    the parts are fewer objects and bytes than the snapshot was derived from, which is also how parts that
+    retention expired look (and such a snapshot is kept): the compactor marks it stale so it is derived again."""
+    storage = open_storage(str(tmp_path / "archive"))
+    write(storage)
+    with serve(storage, tmp_path / "cache") as client:
+        client.get(f"/api/v1/sessions/{REF.path}/tasks")
+        client.app.state.history.sessions.snapshots.wait_written()  # type: ignore[attr-defined]
+    last = max((info for info in storage.list("events/")), key=lambda info: info.key)
+    name = layout.parse_data_key(last.key)
+    assert name is not None
+    storage.put(layout.part_key("events", REF, name.node, name.first[:-1] + "9z"), storage.get(last.key))
+
+    report = Compactor(storage, grace_s=0).run()
+
+    assert not report.sessions[0].snapshot_updated and "marked stale" in report.sessions[0].notes[0]
+    with serve(storage, tmp_path / "new-cache") as client:
+        assert client.get(f"/api/v1/sessions/{REF.path}/tasks").status_code == 200
+        history = client.app.state.history  # type: ignore[attr-defined]
+        history.sessions.snapshots.wait_written()
+        assert history.sessions.snapshots.derived == 1
+    stored = documents.decode(storage.get(layout.snapshot_manifest_key(REF)), documents.SnapshotManifest)
+    assert stored.parts == parts_fingerprint(live(storage.list("events/")))
 
 
 def test_a_reader_between_put_and_delete_sees_every_row_once(storage: Storage) -> None:
