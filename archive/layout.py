@@ -8,6 +8,7 @@ sessions/{namespace}/{cluster}/{session}/retention.json         what retention d
 {kind}/{namespace}/{cluster}/{session}/{node}/compacted-{first}_{last}.parquet   parts first..last, as one
 snapshots/{namespace}/{cluster}/{session}/{table}.parquet
 snapshots/{namespace}/{cluster}/{session}/snapshot.json
+logins/{digest}.json                                             a browser's login on the history server
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 _PART = re.compile(r"^part-(?P<seq>[0-9A-Za-z_-]+)\.parquet$")
 # A part sequence has no "_" (the collector writes "{13-digit id}-{8-digit number}"): it splits a range.
 _SEQ = re.compile(r"^[0-9A-Za-z-]{1,120}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+LOGINS_PREFIX = "logins/"
 _COMPACTED = re.compile(r"^compacted-(?P<first>[0-9A-Za-z-]+)_(?P<last>[0-9A-Za-z-]+)\.parquet$")
 
 
@@ -149,3 +152,11 @@ def snapshot_manifest_key(ref: SessionRef) -> str:
 def object_tags(kind: str, ref: SessionRef) -> dict[str, str]:
     """Tags on every object, so a store's lifecycle rules can also select by namespace or cluster."""
     return {"kind": kind, "namespace": ref.namespace, "cluster": ref.cluster}
+
+
+def login_key(digest: str) -> str:
+    """A browser's login on the history server (historyserver.identity), named by the SHA-256 of the cookie's
+    reference: the archive never holds the reference itself."""
+    if not _DIGEST.match(digest):
+        raise InvalidName(f"invalid login digest {digest!r}: 64 lowercase hex digits")
+    return f"{LOGINS_PREFIX}{digest}.json"

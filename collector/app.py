@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .auth import authorized
 from .config import CollectorConfig
 from .ingest import BadBody, Ingest
 from .metrics import CollectorMetrics
@@ -28,6 +29,9 @@ from .spool import SpoolFull, SpoolWriteError
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+UNAUTHORIZED = ("this collector needs its token: Authorization: Bearer TOKEN, or the token as the password of the "
+                "address (http://ray:TOKEN@host:port/v1/events)")  # fmt: skip
+CHALLENGE = 'Bearer realm="ray-history-collector"'
 
 
 class TooLarge(Exception):
@@ -42,6 +46,11 @@ def create_app(ingest: Ingest, metrics: CollectorMetrics, config: CollectorConfi
         return JSONResponse({"error": message}, status_code=status)
 
     async def post_events(request: Request) -> Response:
+        # Before anything else, the body included: a client without the token costs nothing but this answer.
+        if config.token_sha256 is not None and not authorized(request.headers.get("authorization"),
+                                                              config.token_sha256):  # fmt: skip
+            metrics.requests_rejected.labels("unauthorized").inc()
+            return JSONResponse({"error": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": CHALLENGE})
         if ingest.spool.over_limit():
             metrics.requests_rejected.labels("spool_full").inc()
             return _retry_later("the collector's spool is full; the archive is behind. Retry later.")

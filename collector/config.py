@@ -46,6 +46,8 @@ class CollectorConfig:
     max_inflated_bytes: int = 256 * MIB
     read_timeout: float = 30.0
     max_connections: int = 256
+    # SHA-256 of the token a POST of events must carry (collector.auth); None: no token is asked for.
+    token_sha256: bytes | None = None
     # Parquet conversion in a separate process keeps it off the receiver's interpreter lock.
     convert_in_subprocess: bool = True
     logs: LogSettings = field(default_factory=LogSettings)

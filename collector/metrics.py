@@ -23,7 +23,7 @@ class CollectorMetrics:
         )  # fmt: skip
         self.requests_rejected = Counter(
             f"{ns}_requests_rejected",
-            "POSTs refused, by reason (bad_body, too_large, timeout, spool_full, spool_error).",
+            "POSTs refused, by reason (unauthorized, bad_body, too_large, timeout, spool_full, spool_error).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
         self.segments_set_aside = Counter(

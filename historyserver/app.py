@@ -21,8 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import ui
 from archive.storage import InvalidKey, StorageError
 
-from . import rayapi, rayfrontend
+from . import login, rayapi, rayfrontend
+from .access import viewer_of
 from .errors import BadRequest, Expired, NotFound, Unavailable
+from .login import AccessSettings, AuthMiddleware, Gate
 from .server import HistoryServer
 from .storehealth import WatchedStorage
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
@@ -38,7 +40,9 @@ MISSING_FILE = ("No files found", "No such file", "Cannot open file")
 log = logging.getLogger(__name__)
 
 
-def create_app(history: HistoryServer) -> FastAPI:
+def create_app(history: HistoryServer, access: AccessSettings | None = None) -> FastAPI:
+    """The app; `access` says who may see what (historyserver.login): none, the server is open to everyone."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         history.start()
@@ -68,13 +72,22 @@ def create_app(history: HistoryServer) -> FastAPI:
     for name, (description, read) in gauges.items():
         Gauge(name, description, registry=registry).set_function(read)
     registry.register(StoreCalls(history.storage))
+    gate = Gate(access or AccessSettings(), registry, history.storage)
+    app.state.gate = gate
 
     async def needs_catalog() -> None:
         # Before the first load is done a list would be short and a session not yet read a wrong 404.
         if not history.ready:
             raise Unavailable(f"the server is starting, {history.load.reason()}", history.load.retry_after_s())
 
-    catalog = [Depends(needs_catalog)]
+    def in_reach(request: Request) -> None:
+        # Every URL naming a session: 404 for one the archive lacks or the viewer may not see, alike, before
+        # the route reads anything (its own reads take the viewer too).
+        params = request.path_params
+        if all(name in params for name in SESSION_PARAMS):
+            history.session_row(*(params[name] for name in SESSION_PARAMS), viewer_of(request))
+
+    catalog = [Depends(needs_catalog), Depends(in_reach)]
 
     for module in (sessions, jobs, tasks, entities, events, logs, metrics, timeline, sql, compare):
         app.include_router(module.views.api, prefix=API, dependencies=catalog)
@@ -84,6 +97,7 @@ def create_app(history: HistoryServer) -> FastAPI:
     # After the API: its catch-all serves the frontend's files.
     app.include_router(rayfrontend.router, dependencies=catalog)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
+    app.include_router(login.router)
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -135,6 +149,9 @@ def create_app(history: HistoryServer) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
         return _error(request, 400, "Bad request", f"bad parameters: {reasons}")
+
+    # Added before `count`, so inside it: refused requests are counted too.
+    app.add_middleware(AuthMiddleware, gate=gate)
 
     @app.middleware("http")
     async def count(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -258,6 +258,8 @@ class SessionQuery:
     started_after_ms: int | None = None  # inclusive
     started_before_ms: int | None = None  # exclusive
     text: str | None = None  # a substring of namespace, cluster, session, owner, RayJob or RayCluster names
+    # Only sessions of these namespaces (the viewer's, historyserver.access); None: every namespace.
+    namespaces: frozenset[str] | None = None
     sort: str | None = DEFAULT_SORT  # a column of SORTABLE_COLUMNS, "-" first for descending
     limit: int = DEFAULT_LIMIT
     offset: int = 0
@@ -618,6 +620,16 @@ class Catalog:
             ).fetchone()
         return _ROW_DECODER.decode(row[0]) if row is not None else None
 
+    def public_schema(self) -> pa.Schema:
+        """The typed columns of a listed row: what a list of no sessions still has (an SQL view needs them)."""
+        with closing(self._cursor()) as cur:
+            return cur.sql(f"SELECT {', '.join(PUBLIC_COLUMNS)} FROM sessions LIMIT 0").to_arrow_table().schema
+
+    def namespaces(self) -> set[str]:
+        """Every namespace that has a session."""
+        with closing(self._cursor()) as cur:
+            return {namespace for (namespace,) in cur.execute("SELECT DISTINCT namespace FROM sessions").fetchall()}
+
     def paths(self) -> set[str]:
         """Every session that exists ("namespace/cluster/session"): what a cache may keep."""
         with closing(self._cursor()) as cur:
@@ -792,6 +804,8 @@ def _where(query: SessionQuery) -> tuple[str, list[Any]]:
         value = getattr(query, column)
         if value is not None:
             add(f"{column} = ?", value)
+    if query.namespaces is not None:
+        add("list_contains(?, namespace)", sorted(query.namespaces))
     if query.owner is not None:
         kind, sep, name = query.owner.partition("/")
         if sep:

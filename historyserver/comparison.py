@@ -12,6 +12,7 @@ from typing import Any, Literal
 import duckdb
 
 from . import queries
+from .access import EVERYONE, Viewer
 from .catalog import SessionQuery
 from .errors import BadRequest, NotFound
 from .server import HistoryServer
@@ -55,9 +56,9 @@ def parse_session(value: str, side: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def recent_sessions(server: HistoryServer, limit: int = 200) -> list[dict[str, Any]]:
-    """The newest sessions of the catalog, to pick two from."""
-    _, items = server.catalog.list_sessions(SessionQuery(limit=limit))
+def recent_sessions(server: HistoryServer, limit: int = 200, viewer: Viewer = EVERYONE) -> list[dict[str, Any]]:
+    """The newest sessions of the catalog `viewer` may see, to pick two from."""
+    _, items = server.catalog.list_sessions(SessionQuery(limit=limit, namespaces=server.namespaces_of(viewer)))
     return [
         {"path": f"{row['namespace']}/{row['cluster']}/{row['session']}", "namespace": row["namespace"],
          "cluster": row["cluster"], "session": row["session"], "status": row.get("status"),
@@ -85,12 +86,13 @@ def _summary(opened: OpenSession, job_id: str | None) -> list[dict[str, Any]]:
     return summary  # type: ignore[no-any-return]
 
 
-def read_side(server: HistoryServer, value: str, side: str, job: str | None) -> dict[str, Any]:
+def read_side(server: HistoryServer, value: str, side: str, job: str | None,
+              viewer: Viewer = EVERYONE) -> dict[str, Any]:  # fmt: skip
     """One session's part of a comparison: its catalog facts, its jobs, the job compared (if any) and
     the task summary per function (of that job, or of the whole session)."""
     namespace, cluster, session = parse_session(value, side)
-    row = server.session_row(namespace, cluster, session)
-    opened = server.open(namespace, cluster, session)
+    row = server.session_row(namespace, cluster, session, viewer)
+    opened = server.open(namespace, cluster, session, viewer)
     cur = opened.cursor()
     path = f"{namespace}/{cluster}/{session}"
     chosen = _find_job(cur, job, side, path) if job else None
@@ -171,13 +173,13 @@ def compare_functions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[
 
 
 def compare_sessions(server: HistoryServer, a: str, b: str, job: str | None = None,
-                     job_b: str | None = None) -> dict[str, Any]:  # fmt: skip
+                     job_b: str | None = None, viewer: Viewer = EVERYONE) -> dict[str, Any]:  # fmt: skip
     """A against B: each side (read_side), the functions aligned, and how many figures got worse or better.
 
     `job` (a job id or a submission id) picks the job compared on both sides; `job_b` names B's when it
     differs (a submission id Ray generated is new each run)."""
-    side_a = read_side(server, a, "A", job)
-    side_b = read_side(server, b, "B", job_b or job)
+    side_a = read_side(server, a, "A", job, viewer)
+    side_b = read_side(server, b, "B", job_b or job, viewer)
     functions = compare_functions(side_a.pop("functions"), side_b.pop("functions"))
     totals = {name: side_b["totals"][name] - side_a["totals"][name] for name in COUNTS}
     worse = sum(1 for row in functions if "worse" in row["change"].values())

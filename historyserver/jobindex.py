@@ -58,6 +58,8 @@ class JobQuery:
     started_after_ms: int | None = None  # inclusive
     started_before_ms: int | None = None  # exclusive
     include_hidden: bool = False  # Ray's internal drivers (the dashboard's own), hidden as /api/jobs/ hides them
+    # Only sessions of these namespaces (the viewer's, historyserver.access); None: every namespace.
+    namespaces: frozenset[str] | None = None
     sort: str | None = DEFAULT_SORT
     limit: int = 100
     offset: int = 0
@@ -103,8 +105,11 @@ class JobIndex:
         """What the session's rows came from (None if it is not indexed); `path` is namespace/cluster/session."""
         return self._indexed.get(path)
 
-    def sessions_indexed(self) -> int:
-        return len(self._indexed)
+    def sessions_indexed(self, namespaces: frozenset[str] | None = None) -> int:
+        """Sessions indexed, of these namespaces only when given."""
+        if namespaces is None:
+            return len(self._indexed)
+        return sum(path.split("/", 1)[0] in namespaces for path in list(self._indexed))
 
     def put(self, entries: Sequence[Entry]) -> None:
         """Replace the jobs of each entry's session with the entry's, in one transaction."""
@@ -174,6 +179,9 @@ def _where(query: JobQuery) -> tuple[str, list[Any]]:
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
+    if query.namespaces is not None:
+        clauses.append("list_contains(?, namespace)")
+        params.append(sorted(query.namespaces))
     if query.status is not None:
         if query.status.upper() not in JOB_STATUSES:
             raise BadRequest(f"invalid status {query.status!r}: use one of {', '.join(JOB_STATUSES)}")

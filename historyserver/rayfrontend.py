@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from .access import viewer_of
 from .errors import NotFound
 from .views.common import server_of
 
@@ -44,7 +45,8 @@ def build_dir() -> Path | None:
 
 
 def _session_path(request: Request, namespace: str, cluster: str, session: str) -> str:
-    server_of(request).session_row(namespace, cluster, session)  # 400 for a bad name, 404 for an unknown one
+    # 400 for a bad name, 404 for a session unknown (or of a namespace the viewer may not see)
+    server_of(request).session_row(namespace, cluster, session, viewer_of(request))
     return f"/sessions/{namespace}/{cluster}/{session}"
 
 

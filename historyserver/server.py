@@ -19,6 +19,7 @@ import msgspec
 from archive import documents, layout
 from archive.storage import ObjectNotFound, Storage, StorageError
 
+from .access import EVERYONE, Viewer, unknown_session
 from .answers import AnswerCache
 from .catalog import STATUSES, Catalog, RefreshStats, SessionQuery
 from .errors import BadRequest, NotFound
@@ -67,7 +68,7 @@ class HistoryServer:
         self.catalog = Catalog(self.storage, None, settings.heartbeat_timeout)
         self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
         self.jobs = JobIndex()
-        self.sessions_to_index = 0  # ended sessions the background pass has still to index
+        self.to_index: set[str] = set()  # ended sessions the background pass has still to index (their paths)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.load = CatalogLoad(self.storage, self.health, self._count_sessions)
@@ -151,7 +152,7 @@ class HistoryServer:
         everywhere = self.catalog.rows_by_status(STATUSES, ("namespace", "cluster", "session"))
         self.jobs.forget(self.jobs.paths() - {row_path(row) for row in everywhere})
         todo = [row for row in ended if not self._is_indexed(row)]
-        self.sessions_to_index = len(todo)
+        self.to_index = {row_path(row) for row in todo}
         to_derive: list[dict[str, Any]] = []
         done = 0
         with ThreadPoolExecutor(max_workers=INDEX_READERS) as pool:
@@ -192,7 +193,7 @@ class HistoryServer:
         ready = [entry for entry in entries if entry is not None]
         if ready:
             self._put_jobs(ready)
-            self.sessions_to_index -= len(ready)
+            self.to_index -= {entry.ref.path for entry in ready}
         return len(ready)
 
     def _put_jobs(self, entries: list[Entry]) -> None:
@@ -219,19 +220,34 @@ class HistoryServer:
             return 404, f"no session {ref.path} in the archive"
         return 503, f"objects of session {ref.path} changed in the archive while they were read: try again"
 
-    def session_row(self, namespace: str, cluster: str, session: str) -> dict[str, Any]:
+    @property
+    def sessions_to_index(self) -> int:
+        return len(self.to_index)
+
+    def pending_for(self, namespaces: frozenset[str] | None) -> int:
+        """Ended sessions of these namespaces (None: all) the background pass has still to index."""
+        pending = set(self.to_index)
+        return len(pending) if namespaces is None else sum(path.split("/", 1)[0] in namespaces for path in pending)
+
+    def namespaces_of(self, viewer: Viewer) -> frozenset[str] | None:
+        """The namespaces of the archive `viewer` may see; None when they may see every one (nothing to filter)."""
+        return None if viewer.sees_all else viewer.visible(self.catalog.namespaces())
+
+    def session_row(self, namespace: str, cluster: str, session: str, viewer: Viewer = EVERYONE) -> dict[str, Any]:
+        """The session's catalog row. A session of a namespace `viewer` may not see is not found, as one the
+        archive does not have, with the same message."""
         try:
             layout.SessionRef(namespace, cluster, session)
         except layout.InvalidName as exc:
             raise BadRequest(str(exc)) from exc
-        row = self.catalog.get(namespace, cluster, session)
+        row = self.catalog.get(namespace, cluster, session) if viewer.allows(namespace) else None
         if row is None:
-            raise NotFound(f"no session {namespace}/{cluster}/{session} in the archive")
+            raise NotFound(unknown_session(namespace, cluster, session))
         return row
 
-    def open(self, namespace: str, cluster: str, session: str) -> OpenSession:
+    def open(self, namespace: str, cluster: str, session: str, viewer: Viewer = EVERYONE) -> OpenSession:
         """The session, opened (its snapshot derived on first open)."""
-        row = self.session_row(namespace, cluster, session)
+        row = self.session_row(namespace, cluster, session, viewer)
         ref = layout.SessionRef(namespace, cluster, session)
         opened = self.sessions.get(ref, session_end(row), expiries(row))
         manifest = opened.snapshot.manifest

@@ -14,6 +14,7 @@ import click
 from archive.storage import Storage
 from collector.logs import LogSettings
 
+from .access_options import collector_token, server_access
 from .options import ArchiveOptions
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -278,6 +279,10 @@ def main(log_level: str) -> None:
 )
 @setting("--priority-class", ["RAY_HISTORY_PRIORITY_CLASS", "PRIORITY_CLASS_NAME"], "Priority class (default: "
          "the pod's kueue.x-k8s.io/priority-class).", default=None)  # fmt: skip
+@setting("--token-file", "RAY_HISTORY_COLLECTOR_TOKEN_FILE", "A file holding the token a POST of events must "
+         "carry (Authorization: Bearer, or the password of the export address); or the token itself in "
+         "RAY_HISTORY_COLLECTOR_TOKEN. For a receiver listening beyond loopback (docs/auth.md).", default=None,
+         type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
 def collect(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
     listen: tuple[str, int], ray_temp_dir: Path, namespace: str, cluster: str | None, node: str | None, role: str,
@@ -287,6 +292,7 @@ def collect(
     heartbeat_interval: float, shutdown_deadline: float, log_interval: float, log_exclude: tuple[str, ...],
     log_max_file_mib: int, metrics_interval: float, metrics_port: int | None, dashboard_url: str,
     dashboard_interval: float, pod_info_dir: Path, queue: str | None, priority_class: str | None,
+    token_file: Path | None,
 ) -> None:  # fmt: skip
     """Run the collector sidecar: ship Ray's events, logs and metrics to the archive."""
     from collector.config import MIB, CollectorConfig
@@ -296,6 +302,7 @@ def collect(
     from collector.spool import SpoolInUse
 
     host, port = listen
+    token = collector_token(token_file, os.environ.get("RAY_HISTORY_COLLECTOR_TOKEN"), host)
     pod_labels, pod_annotations = read_pod_metadata(pod_info_dir)
     kubernetes = kubernetes_facts(pod_labels, pod_annotations, node, queue, priority_class)
     cluster = cluster or kubernetes.raycluster or "local"
@@ -307,7 +314,7 @@ def collect(
         labels={**pod_labels, **label}, kubernetes=kubernetes,
         spool_dir=spool_dir, spool_max_bytes=spool_max_mib * MIB, segment_max_bytes=segment_max_mib * MIB,
         max_body_bytes=max_body_mib * MIB, max_inflated_bytes=max_inflated_mib * MIB, read_timeout=read_timeout,
-        max_connections=max_connections, dedup_max_bytes=dedup_max_mib * MIB,
+        max_connections=max_connections, dedup_max_bytes=dedup_max_mib * MIB, token_sha256=token,
         seal_interval=seal_interval, tail_interval=tail_interval, heartbeat_interval=heartbeat_interval,
         shutdown_deadline=shutdown_deadline,
         logs=LogSettings(interval=log_interval, exclude=tuple(log_exclude), max_file_bytes=log_max_file_mib * MIB),
@@ -383,11 +390,18 @@ def collect(
 @setting("--s3-budget", "RAY_HISTORY_S3_BUDGET", "Seconds one S3 request may take in all: connect, answer and "
          "retries together (a store that hangs answers a page 503 after it).", default=10.0,
          type=click.FloatRange(min=0.1))  # fmt: skip
+@setting("--auth-file", "RAY_HISTORY_AUTH_FILE", "TOML file of who may see which namespaces: users with bearer "
+         "tokens, a trusted authenticating proxy and its groups (docs/auth.md). Without it, anyone who reaches the "
+         "server sees everything.", default=None, type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
+@setting("--metrics-public/--metrics-private", "RAY_HISTORY_METRICS_PUBLIC", "Whether /metrics answers without "
+         "authentication (its counters name no namespace, session or user); private needs --auth-file.",
+         default=True)  # fmt: skip
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
     listen: tuple[str, int],
     cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
-    sql_timeout: float, sql_max_rows: int, index_jobs: bool, s3_budget: float,
+    sql_timeout: float, sql_max_rows: int, index_jobs: bool, s3_budget: float, auth_file: Path | None,
+    metrics_public: bool,
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
@@ -402,8 +416,12 @@ def serve(
         index_jobs=index_jobs, load_in_background=True,
     )  # fmt: skip
     host, port = listen
+    access = server_access(auth_file, metrics_public, host)
     click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)
-    uvicorn.run(create_app(HistoryServer(storage, settings)), host=host, port=port, log_level="warning")
+    # No proxy_headers: the address a trusted proxy is recognised by must be the connection's own, never one
+    # a client wrote into X-Forwarded-For.
+    uvicorn.run(create_app(HistoryServer(storage, settings), access), host=host, port=port, log_level="warning",
+                proxy_headers=False)  # fmt: skip
 
 
 @main.command()

@@ -18,6 +18,7 @@ import uvicorn
 from archive.storage import Storage, open_storage
 from collector.polling import PollSettings
 from historyserver.app import create_app
+from historyserver.login import AccessSettings
 from historyserver.server import HistoryServer, ServerSettings
 from ray_history.localray import free_port, wait_healthy
 
@@ -67,12 +68,16 @@ def captured_archive(root: Path) -> Path:
 
 
 @contextmanager
-def served(archive: Path | str | Storage, cache_dir: Path, **settings: Any) -> Iterator[str]:
-    """`ray-history serve` in a thread on a free port: the base URL, until the block ends."""
+def served(archive: Path | str | Storage, cache_dir: Path, access: AccessSettings | None = None,
+           **settings: Any) -> Iterator[str]:  # fmt: skip
+    """`ray-history serve` in a thread on a free port: the base URL, until the block ends. With `access`, who
+    may see what (and, as `ray-history serve` does then, the connection's own address only)."""
     storage = archive if not isinstance(archive, Path | str) else open_storage(str(archive))
     history = HistoryServer(storage, ServerSettings(cache_dir=cache_dir, **settings))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(history), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(create_app(history, access), host="127.0.0.1", port=port, log_level="warning",
+                            proxy_headers=access is None)  # fmt: skip
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

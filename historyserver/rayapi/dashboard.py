@@ -12,8 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ..access import viewer_of
 from ..sessions import OpenSession
-from ..views.common import server_of
+from ..views.common import server_of, session_of_path
 from . import rows
 from .envelope import NOT_FOUND, OK, RayJSON, rest_response, to_google_style
 from .resources import ACTORS, NODES
@@ -24,13 +25,13 @@ GRAFANA_DISABLED = "DISABLED"  # metrics_head.GRAFANA_HOST_DISABLED_VALUE: the U
 
 
 def _opened(request: Request) -> OpenSession:
-    params = request.path_params
-    return server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    return session_of_path(request)
 
 
 def _catalog_row(request: Request) -> dict[str, Any]:
     params = request.path_params
-    return server_of(request).session_row(params["namespace"], params["cluster"], params["session"])
+    server, viewer = server_of(request), viewer_of(request)
+    return server.session_row(params["namespace"], params["cluster"], params["session"], viewer)
 
 
 @router.get("/api/version", include_in_schema=False)

@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 from archive.logs import rebuild_file
 
 from .. import queries
-from ..views.common import server_of
+from ..views.common import session_of_path
 from . import rows
 from .envelope import RayJSON
 from .logs import GONE, expired_message
@@ -23,8 +23,7 @@ router = APIRouter()
 def _jobs(request: Request) -> list[dict[str, Any]]:
     """Submissions first, then drivers of their own, as Ray's list_jobs concatenates them (Ray's order
     within each is its KV store's; ours the snapshot's, by job id)."""
-    params = request.path_params
-    cur = server_of(request).open(params["namespace"], params["cluster"], params["session"]).cursor()
+    cur = session_of_path(request).cursor()
     found = [rows.job(row) for row in rows.select(cur, JOBS, [f"NOT ({JOBS.hidden})"], [], None)]
     return [job for job in found if job["type"] == "SUBMISSION"] + [job for job in found if job["type"] != "SUBMISSION"]
 
@@ -65,8 +64,7 @@ def get_job_logs(request: Request, job_or_submission_id: str) -> Response:
         return _missing(job_or_submission_id)
     if job["type"] != "SUBMISSION":
         return PlainTextResponse("Can only get logs of submission type jobs", status_code=400)
-    params = request.path_params
-    opened = server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    opened = session_of_path(request)
     expired = expired_message(opened)
     if expired is not None:
         return PlainTextResponse(expired, status_code=GONE)

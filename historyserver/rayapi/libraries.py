@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..views.common import server_of
+from ..views.common import session_of_path
 from . import rows
 from .envelope import RayJSON
 
@@ -25,8 +25,7 @@ DATASET_METRICS = {
 
 
 def _events(request: Request) -> Any:
-    params = request.path_params
-    return server_of(request).open(params["namespace"], params["cluster"], params["session"]).cursor("events")
+    return session_of_path(request).cursor("events")
 
 
 @router.get("/api/serve/applications/", include_in_schema=False)

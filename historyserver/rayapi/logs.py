@@ -23,7 +23,7 @@ from archive.logs import rebuild_file
 from .. import outputs, queries
 from ..errors import NotFound
 from ..sessions import OpenSession
-from ..views.common import server_of
+from ..views.common import session_of_path
 from . import logfiles, rows
 from .envelope import BAD_REQUEST, NOT_FOUND, OK, rest_response
 from .logfiles import UnsafePath
@@ -47,8 +47,7 @@ class LogRequestError(Exception):
 
 
 def _opened(request: Request) -> OpenSession:
-    params = request.path_params
-    return server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    return session_of_path(request)
 
 
 def expired_message(opened: OpenSession) -> str | None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..sessions import OpenSession
-from ..views.common import server_of
+from ..views.common import server_of, session_of_path
 from . import rows
 from .envelope import RayJSON, StateApiError, list_reply, state_error
 from .filters import Options, options, where
@@ -21,8 +21,7 @@ router = APIRouter()
 
 
 def _session(request: Request) -> OpenSession:
-    params = request.path_params
-    return server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    return session_of_path(request)
 
 
 def _options(request: Request) -> Options:

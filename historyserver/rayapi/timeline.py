@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import queries
-from ..views.common import server_of
+from ..views.common import session_of_path
 from .envelope import RayJSON
 
 router = APIRouter()
@@ -17,8 +17,7 @@ router = APIRouter()
 
 @router.get("/api/v0/tasks/timeline", include_in_schema=False)
 def tasks_timeline(request: Request, job_id: str | None = None, download: str | None = None) -> Response:
-    params = request.path_params
-    opened = server_of(request).open(params["namespace"], params["cluster"], params["session"])
+    opened = session_of_path(request)
     trace = queries.timeline(opened.cursor("task_profile_events"), job_id or None)
     headers = None
     if download == "1":

@@ -16,6 +16,7 @@ import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ..access import viewer_of
 from ..errors import BadRequest
 from ..server import HistoryServer
 from ..sessions import OpenSession
@@ -29,7 +30,13 @@ def server_of(request: Request) -> HistoryServer:
 
 
 def open_session(request: Request, namespace: str, cluster: str, session: str) -> OpenSession:
-    return server_of(request).open(namespace, cluster, session)
+    return server_of(request).open(namespace, cluster, session, viewer_of(request))
+
+
+def session_of_path(request: Request) -> OpenSession:
+    """The session the request's path names (/.../{namespace}/{cluster}/{session}/...), opened for its viewer."""
+    params = request.path_params
+    return open_session(request, params["namespace"], params["cluster"], params["session"])
 
 
 class FastJSON(Response):

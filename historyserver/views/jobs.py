@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Query, Request
 
 from .. import queries
+from ..access import viewer_of
 from ..errors import NotFound
 from ..jobindex import JobQuery
 from .common import NO_ROWS, SESSION_PATH, Views, listing, now_ms, open_session, parse_age_ms, server_of
@@ -33,14 +34,17 @@ def list_all_jobs(
     server = server_of(request)
     if since is not None:
         started_after_ms = max(started_after_ms or 0, now_ms() - parse_age_ms(since))
+    visible = server.namespaces_of(viewer_of(request))
     query = JobQuery(
         namespace=namespace, cluster=cluster, queue=queue, status=status, submission_id=submission_id, job_id=job_id,
         entrypoint=entrypoint, metadata=metadata, started_after_ms=started_after_ms,
         started_before_ms=started_before_ms, include_hidden=include_hidden, sort=sort, limit=limit, offset=offset,
+        namespaces=visible,
     )  # fmt: skip
     total, items = server.jobs.list_jobs(query)
-    return {"total": total, "items": items, "sessions_indexed": server.jobs.sessions_indexed(),
-            "sessions_pending": server.sessions_to_index}  # fmt: skip
+    # The index's progress too counts only what the viewer may see.
+    return {"total": total, "items": items, "sessions_indexed": server.jobs.sessions_indexed(visible),
+            "sessions_pending": server.pending_for(visible)}  # fmt: skip
 
 
 @views.get(SESSION_PATH + "/jobs", template="session_jobs.html", refused=NO_ROWS)

@@ -15,6 +15,8 @@ from markupsafe import Markup
 
 import ui
 
+from ..access import viewer_of
+
 API = "/api/v1"
 
 templates = Jinja2Templates(directory=str(ui.TEMPLATES))
@@ -118,6 +120,7 @@ def json_twin(request: Request) -> str:
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("json_url", json_twin(request))
     context["page"] = PageState.of(request)
+    context["viewer"] = viewer_of(request)  # who is signed in, for the header
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 

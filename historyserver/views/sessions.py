@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Query, Request
 
 from .. import queries
+from ..access import viewer_of
 from ..catalog import SessionQuery
 from ..errors import BadRequest
 from ..retention import expiries
@@ -31,12 +32,12 @@ def list_sessions(
     """Sessions of the archive, each with its jobs and failed jobs (as far as the job index has read them)."""
     if since is not None:
         started_after_ms = max(started_after_ms or 0, now_ms() - parse_age_ms(since))
+    server = server_of(request)
     query = SessionQuery(
         namespace=namespace, cluster=cluster, owner=owner, labels=label, status=status, queue=queue, text=text,
         started_after_ms=started_after_ms, started_before_ms=started_before_ms, sort=sort, limit=limit,
-        offset=offset,
+        offset=offset, namespaces=server.namespaces_of(viewer_of(request)),
     )  # fmt: skip
-    server = server_of(request)
     try:
         total, items = server.catalog.list_sessions(query)
     except ValueError as exc:
@@ -54,8 +55,8 @@ def get_session(request: Request, namespace: str, cluster: str, session: str) ->
     the jobs, the functions that failed most, and what the source left incomplete; `retention`: each kind
     retention removed (its `expired` field, with a message)."""
     server = server_of(request)
-    row = server.session_row(namespace, cluster, session)
-    opened = server.open(namespace, cluster, session)
+    row = server.session_row(namespace, cluster, session, viewer_of(request))
+    opened = server.open(namespace, cluster, session, viewer_of(request))
     cur = opened.cursor()
     _, nodes = queries.page(cur, queries.NODES, queries.ListQuery(limit=queries.MAX_LIMIT))
     _, jobs = queries.page(cur, queries.JOBS, queries.ListQuery(limit=queries.MAX_LIMIT, detail=False))

@@ -15,6 +15,7 @@ from fastapi import Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from ..access import viewer_of
 from ..comparison import recent_sessions
 from ..errors import BadRequest
 from ..sandbox import QueryResult, SandboxError, format_result
@@ -84,7 +85,7 @@ class SqlRequest(BaseModel):
 def _run(request: Request, sql: str, session: str | None) -> QueryResult:
     """The query's result, or BadRequest with the sandbox's reason (meant for the user as it is)."""
     server = server_of(request)
-    with sandbox_for(server, session) as sandbox:
+    with sandbox_for(server, session, viewer=viewer_of(request)) as sandbox:
         try:
             return sandbox.run(sql, timeout_s=server.settings.sql_timeout, max_rows=server.settings.sql_max_rows)
         except SandboxError as exc:
@@ -151,7 +152,7 @@ def _page(request: Request, q: str | None, scope: str | None, fmt: Format, scope
         data = {"sql": (q or "").strip() or None, "session": scope, "columns": [], "rows": [], "row_count": 0,
                 "truncated": False}  # fmt: skip
     # Only the whole-archive console offers to narrow to a session; a session's console is that session.
-    choices = [] if scoped else recent_sessions(server_of(request), limit=200)
+    choices = [] if scoped else recent_sessions(server_of(request), limit=200, viewer=viewer_of(request))
     return render(request, "sql.html", status_code=status, data=data, error=error, examples=EXAMPLES,
                   view_names=VIEW_NAMES, page_rows=PAGE_ROWS, sessions=choices, scoped=scoped,
                   api_path="/api/v1" + request.url.path, **page_context(dict(path)))  # fmt: skip
