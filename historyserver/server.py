@@ -24,7 +24,7 @@ from .answers import AnswerCache
 from .catalog import STATUSES, Catalog, RefreshStats, SessionQuery
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
-from .readiness import CatalogLoad
+from .readiness import CatalogLoad, wait_until_listening
 from .reconstruct import SessionEnd
 from .retention import expiries
 from .sessions import OpenSession, SessionCache
@@ -53,6 +53,9 @@ class ServerSettings:
     # Read the catalog the first time in the background, the port open meanwhile (`ray-history serve`); else
     # start() returns once it is read, as embedded uses and tests want.
     load_in_background: bool = False
+    # Where the port is, with load_in_background: the first load begins once it answers (5 s at most), so that
+    # reading the catalog does not take the CPU from the server's own start.
+    listen: tuple[str, int] | None = None
     # Encoded answers kept for repeated requests (historyserver.answers), in bytes across every session.
     answer_cache_bytes: int = 64 * 1024 * 1024
 
@@ -107,6 +110,8 @@ class HistoryServer:
         if self.ready:
             self.refresh()
         else:
+            if self.load.attempts == 0 and self.settings.listen is not None:
+                wait_until_listening(*self.settings.listen)
             self.load.run(self.refresh)
 
     def _count_sessions(self) -> int:

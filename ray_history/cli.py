@@ -413,7 +413,7 @@ def serve(
     settings = ServerSettings(
         cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
         max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
-        index_jobs=index_jobs, load_in_background=True,
+        index_jobs=index_jobs, load_in_background=True, listen=listen,
     )  # fmt: skip
     host, port = listen
     access = server_access(auth_file, metrics_public, host)

@@ -24,10 +24,11 @@ BUCKET = "serve-startup"
 # About 2,600 documents: several seconds of reading on SeaweedFS here, so the load is seen under way.
 SESSIONS = 600
 SMALL = 20  # a catalog of its own, under another prefix, for the start with the store down
-# The port answers within this long of the server's own start (its "history of ..." line: imports done and the
-# store's client made), whatever the catalog's size. From the spawn, Python's imports count too: about a second
-# on an idle machine (bench.startup), several on a shared one, hence only a loose bound there.
-PORT_AFTER_START_S = 1.0
+# The port answers soon after the server's own start (its "history of ..." line: imports done, the store's client
+# made), whatever the catalog's size: a few tenths of a second, but up to 1.2 s was seen here with a load average
+# of 12 on two cores, hence 2 s. From the spawn, Python's imports count too: about a second when the machine is
+# not that busy (bench.startup: 1.1 s at 100,000 sessions), several when it is, hence only a loose bound.
+PORT_AFTER_START_S = 2.0
 PORT_AFTER_SPAWN_S = 10.0
 PROGRESS = re.compile(r"^loading the catalog: [\d,]+ of [\d,]+ session documents read \([\d,]+/s\), [\d,]+ sessions")
 
