@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -153,11 +154,19 @@ class Logins:
         reference = secrets.token_urlsafe(32)
         digest, now = _digest(reference), self._clock()
         expires = now + self.lifetime_s
+        confirmed = now
         if self._store is not None:
-            self._store.put(layout.login_key(digest), self._record(digest, user, expires))
-            self._prune(now)
+            try:
+                self._store.put(layout.login_key(digest), self._record(digest, user, expires))
+            except StorageError as exc:
+                # Signing in still works on this replica (its record is never read again): only the others
+                # will not know this login.
+                log.warning("a login could not be written to the archive, so only this replica knows it: %s", exc)
+                confirmed = math.inf
+            else:
+                self._prune(now)
         with self._lock:
-            self._remember(digest, user, expires, now)
+            self._remember(digest, user, expires, confirmed)
         return reference
 
     def user_of(self, reference: str) -> str | None:
@@ -206,8 +215,9 @@ class Logins:
         with self._lock:
             return len(self._known)
 
-    def _remember(self, digest: str, user: str, expires: float, now: float) -> None:
-        self._known[digest] = (user, expires, now)
+    def _remember(self, digest: str, user: str, expires: float, confirmed: float) -> None:
+        """Keep a login, read from the archive (or written) at `confirmed`: infinity for one only this replica has."""
+        self._known[digest] = (user, expires, confirmed)
         self._known.move_to_end(digest)
         self._absent.pop(digest, None)
         while len(self._known) > MAX_LOGINS:

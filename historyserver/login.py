@@ -212,13 +212,8 @@ async def sign_in(request: Request) -> Response:
     form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     next_url = safe_next((form.get("next") or ["/"])[0])
     token = (form.get("token") or [""])[0].strip()
-    try:
-        started = await run_in_threadpool(gate.authenticator.sign_in, token) if token else None
-    except StorageError as exc:
-        answer = _login_page(request, next_url, f"Signing in is not possible now (the archive does not answer: "
-                             f"{exc}). Try again in a moment.", status_code=503)  # fmt: skip
-        answer.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
-        return answer
+    # Off the event loop: the login is written to the archive.
+    started = await run_in_threadpool(gate.authenticator.sign_in, token) if token else None
     if started is None:
         gate.refused.labels("bad_token" if token else "no_credentials").inc()
         message = "That token is not valid." if token else "Paste your token to sign in."

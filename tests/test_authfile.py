@@ -199,3 +199,15 @@ def test_the_command_line_warns_for_a_server_or_collector_anyone_can_use(
     path.write_text("[[users]]\n")
     with pytest.raises(click.ClickException, match=r"auth\.toml: line 1: user 1 name: a non-empty string is needed"):
         server_access(path, True, "127.0.0.1")
+
+
+def test_a_login_the_archive_cannot_take_still_holds_on_its_replica(tmp_path: Path) -> None:
+    from archive.storage import open_storage
+
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "logins").write_text("a file where the folder of login records would be")
+    store = open_storage(str(tmp_path / "archive"))
+    here, elsewhere = Logins(3600, store=store, secret=b"k"), Logins(3600, store=store, secret=b"k")
+    reference = here.start("alice")
+    assert here.user_of(reference) == "alice"
+    assert elsewhere.user_of(reference) is None
