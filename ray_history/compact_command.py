@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import threading
 import time
@@ -20,29 +19,33 @@ from maintenance.compactor import (
     Compactor,
     Progress,
 )
+from maintenance.policy import PolicyError, parse_duration, parse_size
 
 from .cli import archive_settings, open_archive, setting
 
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhd])+$|^0$")
-_BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z]*)$")
 # Progress lines at most this often (plus one per object written), so a long run shows it is alive.
 PROGRESS_EVERY_S = 2.0
 
 
 def _grace(_: click.Context, __: click.Parameter, value: str) -> float:
-    text = str(value).strip().lower()
-    if not _DURATION.match(text):
-        raise click.BadParameter(f"{value!r} is not a duration: e.g. 1h, 30m, 90s, 1h30m or 0")
-    return sum(float(number) * _SECONDS[unit] for number, unit in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text))
+    """Seconds of a duration written as retention's are (1h, 30m, 1d12h); a bare 0 is no grace."""
+    try:
+        ms = 0 if str(value).strip() == "0" else parse_duration(str(value), "grace")
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if ms is None:
+        raise click.BadParameter("the grace cannot be 'never': replaced parts would be kept for ever")
+    return ms / 1000
 
 
 def _size(_: click.Context, __: click.Parameter, value: str) -> int:
-    match = _SIZE.match(str(value).strip().lower())
-    if match is None or match[2] not in _BYTES or float(match[1]) * _BYTES[match[2]] < 1:
-        raise click.BadParameter(f"{value!r} is not a size: e.g. 256MB, 1GiB or 1000000")
-    return int(float(match[1]) * _BYTES[match[2]])
+    try:
+        size = parse_size(str(value), "size bound")
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not size:
+        raise click.BadParameter("the size bound must be at least one byte")
+    return size
 
 
 def _session(_: click.Context, __: click.Parameter, value: str | None) -> SessionRef | None:
