@@ -130,17 +130,19 @@ def test_a_store_down_at_start_holds_readiness_back_not_the_port(weed: SeaweedFS
             while _get(f"{base}/healthz") is None:
                 assert process.poll() is None, log_path.read_text()
                 time.sleep(0.01)
-            assert time.monotonic() - spawned < PORT_AFTER_SPAWN_S
-            # The first load waits for the store, and /readyz says so.
+            answered = time.monotonic()
+            assert answered - spawned < PORT_AFTER_SPAWN_S
+            # The first load waits for the store, and /readyz says so (once the listing has had its 1 s budget).
             while (readyz := httpx.get(f"{base}/readyz").json())["store"]["reachable"]:
-                assert time.monotonic() - spawned < 10, readyz
+                assert time.monotonic() - answered < 10, readyz
                 time.sleep(0.05)
             assert readyz["ready"] is False and "waiting for the object store" in readyz["reason"]
             assert "no answer within 1 s" in readyz["store"]["last_error"]
             assert httpx.get(f"{base}/api/v1/sessions").status_code == 503
             weed.thaw()
+            thawed = time.monotonic()
             while (ready := httpx.get(f"{base}/readyz")).status_code == 503:
-                assert time.monotonic() - spawned < 40, ready.text
+                assert time.monotonic() - thawed < 30, ready.text
                 time.sleep(0.1)
             assert httpx.get(f"{base}/api/v1/sessions").json()["total"] == SMALL
     finally:
