@@ -23,6 +23,7 @@ is gone, and the next run deletes it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,21 +62,24 @@ class ApplyReport:
 
 class Cleaner:
     def __init__(self, storage: Storage, *, grace_ms: int = HOUR_MS, now_ms: int | None = None,
-                 threads: int = 8) -> None:  # fmt: skip
-        """`grace_ms`: how long a mark stands before its objects go (the server's refresh must see it first)."""
+                 threads: int = 16) -> None:  # fmt: skip
+        """`grace_ms`: how long a mark stands before its objects go (the server's refresh must see it first);
+        `threads` sessions are handled at once (an object store's calls are mostly waiting)."""
         self.storage = storage
         self.grace_ms = grace_ms
         self.now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         self.threads = threads
+        self._lock = threading.Lock()  # the report, updated from every thread
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
-        # Every mark first: the server hides all the doomed sessions before any of them loses an object.
-        marks = [(entry, self.mark(entry, report)) for entry in plan.sessions]
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="retention-delete") as pool:
-            for entry, retention in marks:
-                if retention is not None:
-                    self._delete_due(entry, retention, pool, report)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="retention") as pool:
+            # Every mark first: the server hides all the doomed sessions before any of them loses an object.
+            marks = list(pool.map(lambda entry: self.mark(entry, report), plan.sessions))
+            due = [(entry, retention) for entry, retention in zip(plan.sessions, marks, strict=True) if retention]
+            # Sessions at once; within one, its objects in order, its retention document last. A failure is
+            # raised once the others are done: the marks left say what remains.
+            list(pool.map(lambda pair: self._delete_due(*pair, report), due))
         return report
 
     # -- phase 1 ----------------------------------------------------------------------------------------
@@ -91,7 +95,8 @@ class Cleaner:
         merged = merge(current or documents.Retention(), entry, self.now_ms, self.grace_ms)
         if merged != current:
             self.storage.put(key, documents.encode(merged), tags=layout.object_tags("sessions", entry.ref))
-            report.marked += 1
+            with self._lock:
+                report.marked += 1
         return merged
 
     def _read(self, key: str) -> documents.Retention | None:
@@ -105,20 +110,21 @@ class Cleaner:
 
     # -- phase 2 ----------------------------------------------------------------------------------------
 
-    def _delete_due(self, entry: PlannedSession, retention: documents.Retention, pool: ThreadPoolExecutor,
-                    report: ApplyReport) -> None:  # fmt: skip
+    def _delete_due(self, entry: PlannedSession, retention: documents.Retention, report: ApplyReport) -> None:
         ref = entry.ref
         if retention.deleted is not None:
             if retention.deleted.delete_after_ms > self.now_ms:
-                report.waiting.append((ref.path, retention.deleted.delete_after_ms))
+                with self._lock:
+                    report.waiting.append((ref.path, retention.deleted.delete_after_ms))
                 return
             for kind in KINDS:
-                self._delete(self.storage.list(f"{kind}/{ref.path}/"), pool, report)
+                self._delete(self.storage.list(f"{kind}/{ref.path}/"), report)
             session = list(self.storage.list(layout.session_prefix(ref)))
-            self._delete((info for info in session if not info.key.endswith("/" + RETENTION)), pool, report)
+            self._delete((info for info in session if not info.key.endswith("/" + RETENTION)), report)
             # Last: until now the mark hid what was left, and told a rerun what remains.
-            self._delete((info for info in session if info.key.endswith("/" + RETENTION)), pool, report)
-            report.sessions_deleted += 1
+            self._delete((info for info in session if info.key.endswith("/" + RETENTION)), report)
+            with self._lock:
+                report.sessions_deleted += 1
             log.info("%s: deleted (%s)", ref.path, retention.deleted.reason)
             return
         # Kinds the plan saw objects of; a marked kind not in the plan has none left.
@@ -127,23 +133,21 @@ class Cleaner:
             if mark is None:
                 continue
             if mark.delete_after_ms > self.now_ms:
-                report.waiting.append((f"{ref.path} {kind}", mark.delete_after_ms))
+                with self._lock:
+                    report.waiting.append((f"{ref.path} {kind}", mark.delete_after_ms))
                 continue
-            self._delete(self.storage.list(f"{kind}/{ref.path}/"), pool, report)
-            report.kinds_expired += 1
+            self._delete(self.storage.list(f"{kind}/{ref.path}/"), report)
+            with self._lock:
+                report.kinds_expired += 1
             log.info("%s: %s expired (%s)", ref.path, kind, mark.reason)
 
-    def _delete(self, objects: Iterable[ObjectInfo], pool: ThreadPoolExecutor, report: ApplyReport) -> None:
-        found = list(objects)
-
-        def delete(info: ObjectInfo) -> None:
+    def _delete(self, objects: Iterable[ObjectInfo], report: ApplyReport) -> None:
+        for info in list(objects):
             self.storage.delete(info.key)
             log.debug("deleted %s", info.key)
-
-        # map raises the first failure here: the run stops, and the marks left say what remains.
-        list(pool.map(delete, found))
-        report.objects_deleted += len(found)
-        report.bytes_deleted += sum(info.size for info in found)
+            with self._lock:
+                report.objects_deleted += 1
+                report.bytes_deleted += info.size
 
 
 def merge(current: documents.Retention, entry: PlannedSession, now_ms: int, grace_ms: int) -> documents.Retention:

@@ -42,6 +42,9 @@ class SnapshotJobs:
         self.storage = storage
         self.reads = 0
         self._lock = threading.Lock()  # the planner asks from several threads
+        # A written jobs table changes only when a server writes the snapshot again (a new size or time): a
+        # caller that plans again and again (the server's maintenance loop) keeps this object and reads each once.
+        self._known: dict[tuple[str, int, int], bool] = {}
 
     def failed(self, session: SessionObjects) -> bool | None:
         jobs = session.snapshot_object(JOBS_TABLE)
@@ -49,6 +52,10 @@ class SnapshotJobs:
         end_ms = session.end_ms()
         if jobs is None or manifest is None or end_ms is None or manifest.mtime_ns // 1_000_000 < end_ms:
             return None
+        version = (jobs.key, jobs.size, jobs.mtime_ns)
+        known = self._known.get(version)
+        if known is not None:
+            return known
         with self._lock:
             self.reads += 1
         try:
@@ -58,5 +65,6 @@ class SnapshotJobs:
         except (StorageError, pa.ArrowInvalid, KeyError) as exc:
             log.warning("cannot read %s (%s): the session's jobs are taken as unknown", jobs.key, exc)
             return None
-        failed = pc.and_(pc.equal(table["status"], "FAILED"), pc.invert(table["is_hidden"]))
-        return bool(pc.any(failed).as_py())
+        failed = bool(pc.any(pc.and_(pc.equal(table["status"], "FAILED"), pc.invert(table["is_hidden"]))).as_py())
+        self._known[version] = failed
+        return failed

@@ -173,6 +173,7 @@ class Planner:
         return replace(self.plan_inventory(inventory), seconds=time.perf_counter() - started)
 
     def plan_inventory(self, inventory: Inventory) -> Plan:
+        jobs_read = self.outcomes.reads if isinstance(self.outcomes, SnapshotJobs) else 0
         sessions = [
             _Session(objects, objects.status(self.now_ms, self.heartbeat_timeout_ms), objects.end_ms())
             for objects in inventory.sessions.values()
@@ -191,7 +192,7 @@ class Planner:
         self._by_bytes(sessions)
         entries = [entry for s in ended if (entry := self._entry(s)) is not None]
         if isinstance(self.outcomes, SnapshotJobs):
-            self.reads["jobs"] = self.outcomes.reads
+            self.reads["jobs"] = self.outcomes.reads - jobs_read
         return Plan(self.now_ms, tuple(entries), len(sessions), len(sessions) - len(ended), inventory.listed,
                     dict(self.reads))  # fmt: skip
 
