@@ -26,9 +26,10 @@ from archive.storage.local import LocalStorage
 from maintenance.cleaner import Cleaner
 from maintenance.counting import CountingStorage
 from maintenance.inventory import SessionObjects, scan
+from maintenance.outcomes import SnapshotJobs
 from maintenance.planner import Plan, Planner
 from maintenance.policy import Flags, Policy, load_policy
-from maintenance.usage import GROUPINGS, totals, usage_of
+from maintenance.usage import GROUPINGS, totals, usage_all, usage_of
 from ray_history.cli import main
 
 from .retention_archive import DAY_MS, Crash, CrashingStorage, Spec, keys, keys_of, write
@@ -124,6 +125,29 @@ def test_a_failed_job_keeps_a_session_longer_and_unknown_jobs_count_as_failed(ar
     # Only the sessions whose fate hangs on it, with a snapshot written after their end, cost a read.
     assert plan.reads["jobs"] == 3
     assert {failed, unknown, stale}.isdisjoint({entry.ref for entry in plan.sessions})
+
+
+def test_the_server_can_say_which_jobs_failed_and_a_planner_kept_reads_each_table_once(archive: LocalStorage,
+                                                                                       now: int) -> None:  # fmt: skip
+    listed = write(archive, Spec("team/c/failed-per-index", ended_days=40), now)  # no snapshot: unknown here
+    fine = write(archive, Spec("team/c/fine", ended_days=40, snapshot=True, failed=False), now)
+    policy = flags(max_age="30d", failed_max_age="90d")
+
+    class JobIndex:  # what the server's job index knows, passed instead of reading snapshots
+        def failed(self, session: SessionObjects) -> bool | None:
+            return session.ref == listed
+
+    assert set(actions(plan_of(archive, policy, now, outcomes=JobIndex()))) == {fine.path}
+    assert set(actions(plan_of(archive, policy, now, outcomes=NoneKnown()))) == set()
+
+    jobs = SnapshotJobs(archive)
+    first, second = (plan_of(archive, policy, now, outcomes=jobs) for _ in range(2))
+    assert (first.reads["jobs"], second.reads["jobs"]) == (1, 0) and actions(first) == actions(second)
+
+
+class NoneKnown:
+    def failed(self, session: SessionObjects) -> bool | None:
+        return None
 
 
 def test_kinds_expire_by_their_own_ages_and_expired_events_never_take_the_snapshot(archive: LocalStorage,
@@ -497,6 +521,8 @@ def test_du_figures_are_what_a_listing_sums(archive: LocalStorage, now: int) -> 
     assert by_namespace["ns0"].bytes == sum(info.size for info in listing if info.key.split("/")[1:2] == ["ns0"])
     assert by_namespace["(unparsed)"].objects == 1
 
+    every = usage_all(archive)  # what the server's /metrics gauges are made of: one scan, every grouping
+    assert list(every) == list(GROUPINGS) and every["kind"] == usage_of(inventory, "kind")
     result = CliRunner().invoke(main, ["du", "--archive", str(archive.root), "--by", "month", "--format", "json"])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
