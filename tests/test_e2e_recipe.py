@@ -60,7 +60,7 @@ def test_the_failure_rates_recipe_runs_as_a_rayjob_on_the_archive(ray_run, tmp_p
         ray.stop()
         shutil.rmtree(temp_dir.parent, ignore_errors=True)
     assert info["status"] == "SUCCEEDED", logs[-5000:]
-    assert f"1 sessions in {month}: 1 with a snapshot, 0 without" in logs
+    assert f"1 sessions in {month}: 1 with a snapshot, 0 without" in logs, logs[-3000:]
 
     with output.open() as file:
         rates = {row["function"]: row for row in csv.DictReader(file)}

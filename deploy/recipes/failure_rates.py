@@ -149,9 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--month is YYYY-MM, got {args.month!r}")
 
     fs, root = open_archive(args.archive)
+    print(f"reading {args.archive} ({fs.type_name}: {root})", flush=True)
     sessions = sessions_of_month(fs, root, args.month, args.namespace)
     paths, missing = snapshot_paths(fs, root, sessions)
     print(f"{len(sessions)} sessions in {args.month}: {len(paths)} with a snapshot, {len(missing)} without")
+    if not sessions:  # say where we looked, so a wrong archive or credentials show
+        found = fs.get_file_info(pafs.FileSelector(f"{root}/events", allow_not_found=True, recursive=True))
+        endpoint = os.environ.get("RAY_HISTORY_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+        print(f"  {root}/events at {endpoint} holds {len(found)} objects: {[i.path for i in found[:5]]}", flush=True)
     for session in missing:
         print(f"  no snapshot yet (open it in ray-history, or let its job index derive it): {session.path}")
     if not paths:
