@@ -15,15 +15,9 @@ from archive.storage import Storage
 from collector.logs import LogSettings
 
 from .access_options import collector_token, server_access
-from .options import ArchiveOptions
-
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-def setting(flag: str, env: str | list[str], text: str, **kwargs: Any) -> Decorator:
-    """A flag that also reads its environment variable(s), and says so in --help."""
-    return click.option(flag, envvar=env, show_envvar=True, help=text, **kwargs)
-
+from .compact_command import compact
+from .options import archive_settings, cache_setting, open_archive, setting
+from .retention_commands import du, lifecycle, retention
 
 def _labels(_: click.Context, __: click.Parameter, value: tuple[str, ...] | str | None) -> dict[str, str]:
     labels = {}
@@ -41,35 +35,6 @@ def _host_port(_: click.Context, __: click.Parameter, value: str) -> tuple[str, 
     if not sep or not port.isdigit() or not (0 < int(port) < 65536):
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
     return host or "127.0.0.1", int(port)
-
-
-def archive_settings(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--archive and the S3 settings, shared by every subcommand that reads or writes the archive."""
-    decorators = [
-        setting("--archive", "RAY_HISTORY_ARCHIVE", "Where the archive lives: a directory, file:///path or "
-                "s3://bucket/prefix.", default="./ray-history-archive"),
-        setting("--s3-endpoint", ["RAY_HISTORY_S3_ENDPOINT", "AWS_ENDPOINT_URL"],
-                "S3 endpoint URL (MinIO, SeaweedFS...); AWS when unset.", default=None),
-        setting("--s3-region", ["RAY_HISTORY_S3_REGION", "AWS_REGION"], "S3 region.", default=None),
-        setting("--s3-path-style/--s3-virtual-hosted", "RAY_HISTORY_S3_PATH_STYLE",
-                "Path-style addressing (what MinIO and SeaweedFS want).", default=True),
-        setting("--s3-timeout", "RAY_HISTORY_S3_TIMEOUT", "Seconds one S3 request may wait for an answer "
-                "(3 attempts at most).", default=30.0, type=click.FloatRange(min=0.1)),
-    ]  # fmt: skip
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-cache_setting = setting(
-    "--cache-dir", "RAY_HISTORY_CACHE_DIR", "Local cache of snapshots and fetched parts.",
-    default="/tmp/ray-history-cache", type=click.Path(path_type=Path, file_okay=False),
-)  # fmt: skip
-
-
-def open_archive(archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool,
-                 s3_timeout: float, s3_budget: float | None = None) -> Storage:  # fmt: skip
-    return ArchiveOptions(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout, s3_budget).open()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -506,15 +471,8 @@ def demo(workdir: Path, ray_port: int, port: int, serve: bool) -> None:
     sys.exit(run_demo(workdir.resolve(), ray_port, port if serve else None))
 
 
+for _command in (retention, lifecycle, du, compact):
+    main.add_command(_command)
+
 if __name__ == "__main__":
     main()
-
-from .retention_commands import du, lifecycle, retention  # noqa: E402
-
-main.add_command(retention)
-main.add_command(lifecycle)
-main.add_command(du)
-
-from .compact_command import compact  # noqa: E402
-
-main.add_command(compact)

@@ -21,7 +21,7 @@ from maintenance.compactor import (
 )
 from maintenance.policy import PolicyError, parse_duration, parse_size
 
-from .cli import archive_settings, open_archive, setting
+from .options import archive_settings, open_archive, setting
 
 # Progress lines at most this often (plus one per object written), so a long run shows it is alive.
 PROGRESS_EVERY_S = 2.0

@@ -12,7 +12,7 @@ import click
 from archive.storage import StorageError
 from maintenance.policy import Flags, Policy, PolicyError, format_size, load_policy, parse_duration
 
-from .cli import archive_settings, open_archive, setting
+from .options import archive_settings, open_archive, setting
 
 
 def _kind_ages(_: click.Context, __: click.Parameter, value: tuple[str, ...] | str | None) -> dict[str, str]:
