@@ -5,19 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-
-from archive.storage import Storage
 from collector.logs import LogSettings
 
 from .access_options import collector_token, server_access
 from .compact_command import compact
 from .options import archive_settings, cache_setting, open_archive, setting
 from .retention_commands import du, lifecycle, retention
+
 
 def _labels(_: click.Context, __: click.Parameter, value: tuple[str, ...] | str | None) -> dict[str, str]:
     labels = {}
@@ -370,7 +367,6 @@ def serve(
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
-
     from historyserver.app import create_app
     from historyserver.server import HistoryServer, ServerSettings
 
