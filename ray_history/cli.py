@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from collector.logs import LogSettings
 
 from .access_options import collector_token, server_access
@@ -367,6 +368,7 @@ def serve(
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
+
     from historyserver.app import create_app
     from historyserver.server import HistoryServer, ServerSettings
 
