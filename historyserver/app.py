@@ -25,6 +25,7 @@ from . import login, rayapi, rayfrontend
 from .access import viewer_of
 from .errors import BadRequest, Expired, NotFound, Unavailable
 from .login import AccessSettings, AuthMiddleware, Gate
+from .maintenance import UsageGauges
 from .server import HistoryServer
 from .storehealth import WatchedStorage
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
@@ -72,6 +73,8 @@ def create_app(history: HistoryServer, access: AccessSettings | None = None) -> 
     for name, (description, read) in gauges.items():
         Gauge(name, description, registry=registry).set_function(read)
     registry.register(StoreCalls(history.storage))
+    shown = access or AccessSettings()
+    registry.register(UsageGauges(history.maintenance, shown.auth is None or not shown.metrics_public))
     gate = Gate(access or AccessSettings(), registry, history.storage)
     app.state.gate = gate
 

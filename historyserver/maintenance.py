@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from archive.storage import Storage
 from maintenance.cleaner import Cleaner
@@ -107,3 +110,30 @@ class Maintenance:
             else:
                 self._step("usage", self.take_usage)
             stop.wait(interval)
+
+
+class UsageGauges(Collector):
+    """/metrics: what `ray-history du` prints, as of the last listing: sessions, objects and bytes of the whole
+    archive and by kind, and by namespace only where every reader of /metrics may know the namespaces (no
+    auth file, or /metrics private): a namespace's name is itself something a tenant may not see."""
+
+    def __init__(self, maintenance: Maintenance, by_namespace: bool) -> None:
+        self.maintenance = maintenance
+        self.groupings = ("kind", "namespace") if by_namespace else ("kind",)
+
+    def collect(self) -> Iterator[Metric]:
+        usage = self.maintenance.usage
+        if usage.total is None:
+            return
+        yield GaugeMetricFamily("ray_history_archive_listed_at_seconds", "When the archive's usage was listed.",
+                                value=usage.taken_at)  # fmt: skip
+        for what in ("sessions", "objects", "bytes"):
+            total = GaugeMetricFamily(f"ray_history_archive_{what}", f"The archive's {what}, as last listed.",
+                                      value=getattr(usage.total, what))  # fmt: skip
+            yield total
+            for by in self.groupings:
+                family = GaugeMetricFamily(f"ray_history_archive_{what}_by_{by}",
+                                           f"The archive's {what} by {by}, as last listed.", labels=[by])  # fmt: skip
+                for row in usage.by.get(by, []):
+                    family.add_metric([row.group], getattr(row, what))
+                yield family

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .answers import AnswerCache
 from .catalog import STATUSES, Catalog, RefreshStats, SessionQuery
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
+from .maintenance import Maintenance, MaintenanceSettings
 from .readiness import CatalogLoad, wait_until_listening
 from .reconstruct import SessionEnd
 from .retention import expiries
@@ -58,6 +59,8 @@ class ServerSettings:
     listen: tuple[str, int] | None = None
     # Encoded answers kept for repeated requests (historyserver.answers), in bytes across every session.
     answer_cache_bytes: int = 64 * 1024 * 1024
+    # Retention and compaction run by the server itself, and the usage gauges (historyserver.maintenance).
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
 
 
 class HistoryServer:
@@ -71,6 +74,7 @@ class HistoryServer:
         self.catalog = Catalog(self.storage, None, settings.heartbeat_timeout)
         self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
         self.jobs = JobIndex()
+        self.maintenance = Maintenance(self.storage, settings.maintenance)
         self.to_index: set[str] = set()  # ended sessions the background pass has still to index (their paths)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -89,6 +93,10 @@ class HistoryServer:
             thread = threading.Thread(target=self._every_interval, args=(name, work, done), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        # Its own thread: a pass can take minutes on a big archive, and must not hold the refresh back.
+        thread = threading.Thread(target=self.maintenance.loop, args=(self._stop,), name="maintenance", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()

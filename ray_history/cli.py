@@ -359,31 +359,52 @@ def collect(
 @setting("--metrics-public/--metrics-private", "RAY_HISTORY_METRICS_PUBLIC", "Whether /metrics answers without "
          "authentication (its counters name no namespace, session or user); private needs --auth-file.",
          default=True)  # fmt: skip
+@setting("--maintenance-interval", "RAY_HISTORY_MAINTENANCE_INTERVAL", "Seconds between the server's own "
+         "retention (with --policy) and compaction passes; 0: never (a CronJob runs them).", default=0.0,
+         type=click.FloatRange(min=0))  # fmt: skip
+@setting("--policy", "RAY_HISTORY_POLICY", "The retention policy (TOML, docs/retention.md) the maintenance passes "
+         "apply; without it they only compact.", default=None, type=click.Path(path_type=Path, dir_okay=False))
+@setting("--maintenance-grace", "RAY_HISTORY_MAINTENANCE_GRACE", "Seconds a retention mark stands, and compacted "
+         "parts' originals stay, before they are deleted.", default=3600.0, type=click.FloatRange(min=0))
+@setting("--usage-interval", "RAY_HISTORY_USAGE_INTERVAL", "Seconds between listings of the archive for the usage "
+         "gauges on /metrics when no maintenance pass takes them; 0: never.", default=900.0,
+         type=click.FloatRange(min=0))  # fmt: skip
+@setting("--answer-cache-mb", "RAY_HISTORY_ANSWER_CACHE_MB", "Memory for answers kept for repeated requests "
+         "(a finished session's answer never changes).", default=64, type=click.IntRange(min=0))
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
     listen: tuple[str, int],
     cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
     sql_timeout: float, sql_max_rows: int, index_jobs: bool, s3_budget: float, auth_file: Path | None,
-    metrics_public: bool,
+    metrics_public: bool, maintenance_interval: float, policy: Path | None, maintenance_grace: float,
+    usage_interval: float, answer_cache_mb: int,
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
 
     from historyserver.app import create_app
+    from historyserver.maintenance import MaintenanceSettings
     from historyserver.server import HistoryServer, ServerSettings
+    from maintenance.policy import PolicyError
 
     storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout, s3_budget)
     settings = ServerSettings(
         cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
         max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
-        index_jobs=index_jobs, load_in_background=True, listen=listen,
+        index_jobs=index_jobs, load_in_background=True, listen=listen, answer_cache_bytes=answer_cache_mb << 20,
+        maintenance=MaintenanceSettings(maintenance_interval, policy, maintenance_grace, usage_interval,
+                                        heartbeat_timeout),
     )  # fmt: skip
     host, port = listen
     access = server_access(auth_file, metrics_public, host)
     click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)
     # No proxy_headers: the address a trusted proxy is recognised by must be the connection's own, never one
     # a client wrote into X-Forwarded-For.
-    uvicorn.run(create_app(HistoryServer(storage, settings), access), host=host, port=port, log_level="warning",
+    try:
+        history = HistoryServer(storage, settings)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from exc
+    uvicorn.run(create_app(history, access), host=host, port=port, log_level="warning",
                 proxy_headers=False)  # fmt: skip
 
 
