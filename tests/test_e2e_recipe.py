@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from archive.storage import open_storage
 from historyserver.server import HistoryServer, ServerSettings
 from ray_history.localray import LocalRay, free_port
 
@@ -26,8 +27,14 @@ pytestmark = pytest.mark.ray
 
 
 def test_the_failure_rates_recipe_runs_as_a_rayjob_on_the_archive(ray_run, tmp_path: Path) -> None:
-    history = HistoryServer(ray_run.storage, ServerSettings(cache_dir=tmp_path / "cache", refresh_interval=3600,
-                                                            index_jobs=False))  # fmt: skip
+    # A copy of the run's archive under a prefix of its own: the snapshot derived here must not be one the other
+    # end-to-end tests find already written.
+    options = ray_run.storage.options
+    archive = open_storage(ray_run.storage.uri + "-recipe", options)
+    for info in ray_run.storage.list(""):
+        archive.put(info.key, ray_run.storage.get(info.key))
+    history = HistoryServer(archive, ServerSettings(cache_dir=tmp_path / "cache", refresh_interval=3600,
+                                                    index_jobs=False))  # fmt: skip
     history.catalog.refresh()
     history.open("tests", "e2e", ray_run.session_name)
     history.sessions.snapshots.wait_written()
@@ -41,9 +48,8 @@ def test_the_failure_rates_recipe_runs_as_a_rayjob_on_the_archive(ray_run, tmp_p
     words[words.index("--month") + 1] = month
     words[words.index("--output") + 1] = str(output)
 
-    options = ray_run.storage.options
     # What the RayJob's pods get from their env and the ray-history-s3 Secret.
-    env = {"RAY_HISTORY_ARCHIVE": ray_run.storage.uri, "AWS_ENDPOINT_URL": options.endpoint_url,
+    env = {"RAY_HISTORY_ARCHIVE": archive.uri, "AWS_ENDPOINT_URL": options.endpoint_url,
            "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": options.access_key,
            "AWS_SECRET_ACCESS_KEY": options.secret_key}  # fmt: skip
     # Ray's socket paths must stay short: a folder directly under the system temp dir.
