@@ -3,7 +3,8 @@
 
 With no auth file every request is EVERYONE's and nothing here refuses anything. With one, only the probes
 (`/healthz`, `/readyz`), the login page, the pages' own static files and, unless made private, `/metrics`
-(the server's own counters: no namespace, session or user in them) answer without an identity.
+(the server's own counters: no namespace, session or user in them) answer without an identity. Private
+metrics name namespaces (the archive's usage by namespace), so they are for an identity that sees them all.
 
 The browser's login: the person pastes a token into /login; the server keeps a login (historyserver.identity: in
 memory and as a signed record in the archive, so that every replica knows it) and sets a cookie holding only its
@@ -133,6 +134,12 @@ class AuthMiddleware:
             return
         if identified.viewer is None and request.url.path not in LOGIN_PAGES:
             await self.gate.refuse(request, identified)(scope, receive, send)
+            return
+        if request.url.path == "/metrics" and not identified.viewer.sees_all:  # type: ignore[union-attr]
+            # Private metrics may name every namespace (the archive's usage by namespace): for who sees them all.
+            answer = JSONResponse({"error": "/metrics is for an identity that sees every namespace (namespaces = "
+                                   '["*"] in the auth file)'}, status_code=403)  # fmt: skip
+            await answer(scope, receive, send)
             return
         state["viewer"] = identified.viewer or NOBODY
         await self.app(scope, receive, send)

@@ -357,7 +357,8 @@ def collect(
          "tokens, a trusted authenticating proxy and its groups (docs/auth.md). Without it, anyone who reaches the "
          "server sees everything.", default=None, type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
 @setting("--metrics-public/--metrics-private", "RAY_HISTORY_METRICS_PUBLIC", "Whether /metrics answers without "
-         "authentication (its counters name no namespace, session or user); private needs --auth-file.",
+         "authentication (its counters name no namespace, session or user); private: only for an identity that sees "
+         "every namespace, and needs --auth-file.",
          default=True)  # fmt: skip
 @setting("--maintenance-interval", "RAY_HISTORY_MAINTENANCE_INTERVAL", "Seconds between the server's own "
          "retention (with --policy) and compaction passes; 0: never (a CronJob runs them).", default=0.0,
