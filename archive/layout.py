@@ -9,6 +9,7 @@ sessions/{namespace}/{cluster}/{session}/retention.json         what retention d
 snapshots/{namespace}/{cluster}/{session}/{table}.parquet
 snapshots/{namespace}/{cluster}/{session}/snapshot.json
 logins/{digest}.json                                             a browser's login on the history server
+catalog/{namespace}.parquet                                      the history server's index of a namespace's documents
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _PART = re.compile(r"^part-(?P<seq>[0-9A-Za-z_-]+)\.parquet$")
 _SEQ = re.compile(r"^[0-9A-Za-z-]{1,120}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 LOGINS_PREFIX = "logins/"
+CATALOG_INDEX_PREFIX = "catalog/"
 _COMPACTED = re.compile(r"^compacted-(?P<first>[0-9A-Za-z-]+)_(?P<last>[0-9A-Za-z-]+)\.parquet$")
 
 
@@ -160,3 +162,19 @@ def login_key(digest: str) -> str:
     if not _DIGEST.match(digest):
         raise InvalidName(f"invalid login digest {digest!r}: 64 lowercase hex digits")
     return f"{LOGINS_PREFIX}{digest}.json"
+
+
+def catalog_index_key(namespace: str) -> str:
+    """The history server's index of one namespace's session documents (archive.catalog_index)."""
+    return f"{CATALOG_INDEX_PREFIX}{check_name('namespace', namespace)}.parquet"
+
+
+def parse_catalog_index_key(key: str) -> str | None:
+    """The namespace of a catalog index key, or None for any other key."""
+    if not key.startswith(CATALOG_INDEX_PREFIX) or not key.endswith(".parquet"):
+        return None
+    namespace = key[len(CATALOG_INDEX_PREFIX) : -len(".parquet")]
+    try:
+        return check_name("namespace", namespace)
+    except InvalidName:
+        return None

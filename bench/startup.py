@@ -8,14 +8,18 @@ real SeaweedFS (tests.objectstores) and into a local folder, then starts `ray-hi
 operator does (a process of its own, an empty cache) and measures from the spawn: when the port answers
 /healthz, when /readyz says ready (the catalog's first load done), and the store requests that took, counted
 by the server's own WatchedStorage (ray_history_server_store_calls on /metrics); then when the job index has
-every ended session, and its requests. At 100,000 sessions (440,000 documents) writing them into SeaweedFS
-takes a quarter of an hour on two cores and the server's first load about as long: --workdir keeps the
-archives for the next run.
+every ended session, and its requests. Then twice more (issue 14's persisted catalog): a restart on the same
+cache (the catalog's file), and a new replica with an empty cache starting from the archive's index objects
+(catalog/{namespace}.parquet, which the first start wrote); on the restart, the store requests of an idle
+refresh and the p95 of the sessions list and the job search. At 100,000 sessions (440,000 documents) writing
+them into SeaweedFS takes a quarter of an hour on two cores and the server's first load about as long:
+--workdir keeps the archives for the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -25,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ from typing import Any
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
+from archive import layout
 from archive.storage import S3Options, Storage, open_storage
 from archive.storage.s3 import S3Storage
 from ray_history.localray import free_port, terminate
@@ -78,15 +83,61 @@ def answer(url: str, timeout: float = 5.0) -> tuple[int, Any] | None:
 
 def store_calls(base: str) -> Counter[str]:
     """The server's calls to the store so far, by method (every kind and outcome)."""
+    calls: Counter[str] = Counter()
+    for (method, _kind), count in store_calls_by_kind(base).items():
+        calls[method] += count
+    return calls
+
+
+def store_calls_by_kind(base: str) -> Counter[tuple[str, str]]:
+    """The server's calls to the store so far, by (method, kind of key)."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
         text = response.read().decode()
-    calls: Counter[str] = Counter()
+    calls: Counter[tuple[str, str]] = Counter()
     for family in text_string_to_metric_families(text):
         if family.name == "ray_history_server_store_calls":
             for sample in family.samples:
                 if sample.name.endswith("_total"):
-                    calls[sample.labels["method"]] += int(sample.value)
+                    calls[(sample.labels["method"], sample.labels["kind"])] += int(sample.value)
     return calls
+
+
+IDLE_WINDOW_S = 8.0
+LATENCY_REQUESTS = 200
+
+
+def p95_ms(url: str, requests: int = LATENCY_REQUESTS) -> float:
+    """The 95th percentile of a GET's time over `requests` in a row, in ms (after one to warm up)."""
+    answer(url)
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        got = answer(url)
+        times.append((time.perf_counter() - started) * 1000)
+        if got is None or got[0] != 200:
+            raise RuntimeError(f"{url} answered {got}")
+    times.sort()
+    return times[math.ceil(0.95 * len(times)) - 1]
+
+
+def idle_and_latency(base: str) -> dict[str, str]:
+    """Once the server has nothing new to read: what its refreshes cost (store calls per refresh, each refresh
+    being one listing of sessions/), and the p95 of the sessions list and the job search."""
+    before = store_calls_by_kind(base)
+    time.sleep(IDLE_WINDOW_S)
+    spent = store_calls_by_kind(base) - before
+    refreshes = spent.get(("list", "sessions"), 0)
+    spent_text = ", ".join(f"{method} {kind} {n}" for (method, kind), n in sorted(spent.items()))
+    per_refresh = "no refresh in the window"
+    if refreshes:
+        per_refresh = (f"{sum(spent.values()) / refreshes:.1f} store calls per refresh over {refreshes} refreshes "
+                       f"({spent_text})")  # fmt: skip
+    return {
+        "idle refresh": per_refresh,
+        "sessions list p95": f"{p95_ms(f'{base}/api/v1/sessions?limit=100'):.1f} ms (limit 100, newest first); "
+        f"{p95_ms(f'{base}/api/v1/sessions?status=closed&text=team&limit=100'):.1f} ms (status and text filter)",
+        "job search p95": f"{p95_ms(f'{base}/api/v1/jobs?status=FAILED&limit=100'):.1f} ms (status FAILED, limit 100)",
+    }
 
 
 def gauge(base: str, name: str) -> float:
@@ -108,9 +159,12 @@ class Startup:
     calls: Counter[str]  # store calls until ready
     index_s: float | None  # spawn to every ended session in the job index
     index_calls: Counter[str]
+    extra: dict[str, str]  # what `after` measured
 
 
-def measure(command: list[str], log_path: Path, env: dict[str, str]) -> Startup:
+def measure(
+    command: list[str], log_path: Path, env: dict[str, str], after: Callable[[str], dict[str, str]] | None = None
+) -> Startup:
     started = time.perf_counter()
     with serving(command, log_path, env) as process:
         base = f"http://{command[command.index('--listen') + 1]}"
@@ -147,7 +201,8 @@ def measure(command: list[str], log_path: Path, env: dict[str, str]) -> Startup:
                 break
             time.sleep(0.2)
         index_calls = store_calls(base) - calls
-    return Startup(port_s, ready_s, ready["catalog"]["seconds"], while_loading, calls, index_s, index_calls)
+        extra = after(base) if after is not None else {}
+    return Startup(port_s, ready_s, ready["catalog"]["seconds"], while_loading, calls, index_s, index_calls, extra)
 
 
 def rows(name: str, sessions: int, run: Startup) -> list[tuple[str, str]]:
@@ -155,14 +210,39 @@ def rows(name: str, sessions: int, run: Startup) -> list[tuple[str, str]]:
         return f"{sum(counted.values()):,} ({', '.join(f'{m} {n:,}' for m, n in sorted(counted.items()))})"
 
     index = f"{run.index_s:.1f} s" if run.index_s is not None else "not within the time limit"
+    rate = f"{sessions / run.load_s:,.0f} sessions/s" if run.load_s > 0 else "served from the catalog's file"
     return [
         (f"{name}: port answers /healthz", f"{run.port_s:.2f} s after the spawn"),
         (f"{name}: /readyz 200 (catalog loaded)", f"{run.ready_s:.1f} s after the spawn; the load {run.load_s:.1f} s, "
-         f"{sessions / run.load_s:,.0f} sessions/s"),
+         f"{rate}"),
         (f"{name}: store requests until ready", calls(run.calls)),
         (f"{name}: /readyz while loading", run.while_loading or "(loaded before a poll saw progress)"),
         (f"{name}: job index has every ended session", f"{index} after the spawn, {calls(run.index_calls)}"),
+        *((f"{name}: {what}", value) for what, value in run.extra.items()),
     ]  # fmt: skip
+
+
+def three_starts(name: str, storage: Storage, command: Callable[[Path, str], list[str]], workdir: Path, sessions: int,
+                 env: dict[str, str]) -> list[tuple[str, str]]:  # fmt: skip
+    """A cold start (no cache, no index objects), a restart on its cache, a new replica from the index objects."""
+    tag = name.split()[0].lower()
+    for info in list(storage.list(layout.CATALOG_INDEX_PREFIX)):
+        storage.delete(info.key)
+    cache = workdir / f"cache-{tag}"
+    shutil.rmtree(cache, ignore_errors=True)
+    documents = sum(1 for _ in storage.list("sessions/"))
+    table = [(f"{name}: session documents", f"{documents:,} ({math.ceil(documents / 1000)} LIST pages on S3)")]
+    table += rows(f"{name}, cold", sessions, measure(command(cache, "10"), workdir / f"serve-{tag}.log", env))
+    index = [info for info in storage.list(layout.CATALOG_INDEX_PREFIX)]
+    table.append((f"{name}: index objects the cold start wrote",
+                  f"{len(index)}, {sum(info.size for info in index) / 1e6:.2f} MB"))  # fmt: skip
+    restart = measure(command(cache, "1"), workdir / f"serve-{tag}.log", env, idle_and_latency)
+    table += rows(f"{name}, restart on its cache", sessions, restart)
+    replica = workdir / f"cache-{tag}-replica"
+    shutil.rmtree(replica, ignore_errors=True)
+    table += rows(f"{name}, new replica from the index", sessions,
+                  measure(command(replica, "10"), workdir / f"serve-{tag}.log", env))  # fmt: skip
+    return table
 
 
 def ensure_catalog(storage: Storage, sessions: int, marker: Path) -> str:
@@ -190,9 +270,12 @@ def main() -> None:
         if args.only in (None, "local"):
             storage = open_storage(str(workdir / "archive"))
             table.append(("local folder: catalog", ensure_catalog(storage, args.sessions, workdir / "local.written")))
-            shutil.rmtree(workdir / "cache-local", ignore_errors=True)
-            command = serve_command(str(workdir / "archive"), free_port(), workdir / "cache-local")
-            table += rows("local folder", args.sessions, measure(command, workdir / "serve-local.log", {}))
+            archive = str(workdir / "archive")
+
+            def local(cache: Path, interval: str) -> list[str]:
+                return serve_command(archive, free_port(), cache, "--refresh-interval", interval)
+
+            table += three_starts("local folder", storage, local, workdir, args.sessions, {})
         if args.only in (None, "seaweedfs"):
             with seaweedfs_server(workdir / "weed") as weed:
                 weed.create_bucket(BUCKET)
@@ -201,11 +284,14 @@ def main() -> None:
                 storage = S3Storage(BUCKET, "archive", options)
                 written = ensure_catalog(storage, args.sessions, workdir / "weed.written")
                 table.append(("SeaweedFS: catalog", written))
-                shutil.rmtree(workdir / "cache-weed", ignore_errors=True)
-                command = serve_command(f"s3://{BUCKET}/archive", free_port(), workdir / "cache-weed",
-                                        "--s3-endpoint", weed.endpoint_url, "--s3-region", "us-east-1")  # fmt: skip
+                endpoint = weed.endpoint_url
+
+                def s3(cache: Path, interval: str) -> list[str]:
+                    return serve_command(f"s3://{BUCKET}/archive", free_port(), cache, "--s3-endpoint", endpoint,
+                                         "--s3-region", "us-east-1", "--refresh-interval", interval)  # fmt: skip
+
                 env = {"AWS_ACCESS_KEY_ID": weed.access_key, "AWS_SECRET_ACCESS_KEY": weed.secret_key}
-                table += rows("SeaweedFS", args.sessions, measure(command, workdir / "serve-weed.log", env))
+                table += three_starts("SeaweedFS", storage, s3, workdir, args.sessions, env)
         print_table(f"ray-history serve: start on {args.sessions:,} sessions", table)
     finally:
         if args.workdir is None:

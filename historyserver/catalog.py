@@ -14,7 +14,9 @@ each of its transactions.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +31,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from archive import documents, layout
+from archive import catalog_index, documents, layout
 from archive.parts import live
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, StoreUnreachable
 
@@ -43,6 +45,9 @@ MAX_LIMIT = 1000
 DEFAULT_SORT = "-start_time_ms"
 
 DocKind = Literal["manifest", "node", "closed", "retention"]
+# Part of a catalog file's identity beside CATALOG_VERSION: files made before `documents` kept each document's
+# bytes (which the archive's index objects are written from) are rebuilt rather than published without them.
+_FILE_LAYOUT = "documents-with-bytes"
 
 # The row a caller sees, in this order. Everything here is a column of `sessions`.
 PUBLIC_COLUMNS: tuple[str, ...] = (
@@ -95,7 +100,7 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS documents (
         key VARCHAR NOT NULL, path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL,
         session VARCHAR NOT NULL, kind VARCHAR NOT NULL, size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL,
-        error VARCHAR)""",
+        error VARCHAR, data BLOB)""",
     """CREATE TABLE IF NOT EXISTS manifests (
         key VARCHAR NOT NULL, path VARCHAR NOT NULL, start_time_ms BIGINT, ray_version VARCHAR,
         head_node VARCHAR, head_ray_node_id VARCHAR, owner_kind VARCHAR, owner_name VARCHAR, labels JSON,
@@ -112,6 +117,10 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS retentions (
         key VARCHAR NOT NULL, path VARCHAR NOT NULL, deleted BOOLEAN NOT NULL, expired JSON,
         expired_kinds VARCHAR[])""",
+    # The (count, hash) of each namespace's index object in the archive as this catalog last wrote it: a restart
+    # does not write again the namespaces that did not change (publish_index).
+    """CREATE TABLE IF NOT EXISTS index_published (
+        namespace VARCHAR NOT NULL, documents BIGINT NOT NULL, digest VARCHAR NOT NULL)""",
     # Filled only by refresh(scan_parts=True): listing every part is far dearer than listing sessions/.
     """CREATE TABLE IF NOT EXISTS part_stats (
         path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL, session VARCHAR NOT NULL,
@@ -133,13 +142,13 @@ _SCHEMA = [
         search_text VARCHAR USING COMPRESSION uncompressed, row_json VARCHAR USING COMPRESSION uncompressed)""",
 ]
 _TABLES = ("catalog_meta", "documents", "manifests", "node_markers", "closures", "retentions", "part_stats",
-           "sessions")  # fmt: skip
+           "sessions", "index_published")  # fmt: skip
 
 _STRING = pa.string()
 _INT = pa.int64()
 _DOCUMENTS = pa.schema(
     [("key", _STRING), ("path", _STRING), ("namespace", _STRING), ("cluster", _STRING), ("session", _STRING),
-     ("kind", _STRING), ("size", _INT), ("mtime_ns", _INT), ("error", _STRING)]
+     ("kind", _STRING), ("size", _INT), ("mtime_ns", _INT), ("error", _STRING), ("data", pa.binary())]
 )  # fmt: skip
 _MANIFESTS = pa.schema(
     [("key", _STRING), ("path", _STRING), ("start_time_ms", _INT), ("ray_version", _STRING),
@@ -238,6 +247,7 @@ class RefreshStats:
     documents_read: int = 0
     documents_unreadable: int = 0
     documents_removed: int = 0
+    documents_from_index: int = 0  # of documents_read, how many came from the archive's index objects, not a GET
     parts_listed: int = 0
     sessions_added: int = 0
     sessions_updated: int = 0
@@ -282,6 +292,8 @@ class _Fetched:
     doc: _DocRef
     info: ObjectInfo
     row: dict[str, Any] | None = None
+    data: bytes | None = None  # as read, kept for the archive's index objects
+    from_index: bool = False  # taken from an index object rather than read from sessions/
     error: str | None = None  # the document is there but is not what it should be
     gone: bool = False  # deleted between the listing and the read
     failed: bool = False  # the store did not answer: try again next refresh
@@ -290,6 +302,7 @@ class _Fetched:
 @dataclass
 class _Tally:
     read: int = 0
+    from_index: int = 0
     unreadable: int = 0
     removed: int = 0
     touched: set[str] = field(default_factory=set)
@@ -307,30 +320,45 @@ class Catalog:
         clock: Callable[[], float] = time.time,
         fetch_threads: int = 8,
         batch_size: int = 2000,
+        use_index: bool = False,
     ) -> None:
         """`database` None keeps the catalog in memory; a file keeps it across restarts (nothing re-read).
+        A file that cannot be opened or read (corrupt, another version) is rebuilt; one another process holds
+        is left alone, and the catalog kept in memory.
 
         `clock` (seconds since the epoch) judges heartbeats; `fetch_threads` documents are read at once,
         and every `batch_size` of them are committed together, so a first refresh fills the list as it goes.
+        `use_index`: a first refresh with nothing known reads the archive's index objects (`catalog/`,
+        archive.catalog_index) and GETs only the documents they do not hold as listed; see publish_index.
         """
         self.storage = storage
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._clock = clock
         self._fetch_threads = fetch_threads
         self._batch_size = batch_size
-        if database is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
-        self._db = duckdb.connect(str(database) if database is not None else ":memory:")
         self._cursor_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._prepare_schema()
+        self._publish_lock = threading.Lock()
+        self._db = _open_database(database, self._prepare_schema)
         # (size, mtime_ns) of every document as last read: what makes a refresh of an unchanged archive free.
         self._seen: dict[str, tuple[int, int]] = {
             key: (size, mtime_ns)
             for key, size, mtime_ns in self._db.execute("SELECT key, size, mtime_ns FROM documents").fetchall()
         }
+        # Whether the file held a catalog: it can be served at once, before the first refresh.
+        self.restored = bool(self._seen)
         # Keys under sessions/ that are no session document (stray files): not parsed again.
         self._ignored: set[str] = set()
+        self._use_index = use_index and not self._seen
+        # Documents of the index objects, by key, until the first refresh that used them is done.
+        self._index_docs: dict[str, catalog_index.IndexedDocument] = {}
+        # Per namespace, the (count, hash) of the documents its index object in the archive holds, as this
+        # process last read or wrote it (so an unchanged namespace is not written again), and when it wrote it.
+        self._published: dict[str, tuple[int, int]] = {
+            namespace: (count, int(digest))
+            for namespace, count, digest in self._db.execute("SELECT * FROM index_published").fetchall()
+        }
+        self._published_at: dict[str, float] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -349,10 +377,9 @@ class Catalog:
         with self._cursor_lock:
             return self._db.cursor()
 
-    def _prepare_schema(self) -> None:
+    def _prepare_schema(self, cur: duckdb.DuckDBPyConnection) -> None:
         """Create the tables; a catalog file of another version or another archive starts afresh."""
-        wanted = {"version": CATALOG_VERSION, "archive": self.storage.uri}
-        cur = self._db
+        wanted = {"version": CATALOG_VERSION, "archive": self.storage.uri, "layout": _FILE_LAYOUT}
         existing = {row[0] for row in cur.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         if "catalog_meta" in existing:
             found = dict(cur.execute("SELECT name, value FROM catalog_meta").fetchall())
@@ -379,8 +406,13 @@ class Catalog:
                 running_since_ms = self._running_since_ms()
                 before = self._session_paths(cur)
                 aged = self._rejudge_statuses(cur, running_since_ms)
+                if self._use_index and not self._index_docs:
+                    self._index_docs = self._read_index_objects()
                 listing = self._list_documents()
                 tally = self._apply_listing(cur, listing, running_since_ms)
+                # Only after a whole pass (a failed one tries again with the same index documents): what the
+                # index held as listed is in the tables now, the rest was read or is gone.
+                self._use_index, self._index_docs = False, {}
                 parts_listed = 0
                 if scan_parts:
                     parts_listed, stats = self._scan_parts()
@@ -391,6 +423,7 @@ class Catalog:
             documents_read=tally.read,
             documents_unreadable=tally.unreadable,
             documents_removed=tally.removed,
+            documents_from_index=tally.from_index,
             parts_listed=parts_listed,
             sessions_added=len(after - before),
             sessions_updated=len((tally.touched | aged) & before & after),
@@ -461,8 +494,13 @@ class Catalog:
 
     def _read(self, doc: _DocRef, info: ObjectInfo) -> _Fetched:
         fetched = _Fetched(doc, info)
+        indexed = self._index_docs.get(doc.key)
         try:
-            data = self.storage.get(doc.key)
+            if indexed is not None and (indexed.size, indexed.mtime_ns) == (info.size, info.mtime_ns):
+                # The index holds this very version (by the listing's size and mtime): no GET.
+                data, fetched.from_index = indexed.data, True
+            else:
+                data = self.storage.get(doc.key)
         except ObjectNotFound:
             fetched.gone = True
             return fetched
@@ -473,6 +511,7 @@ class Catalog:
             log.warning("could not read session document %s (trying again next refresh): %s", doc.key, exc)
             fetched.failed = True
             return fetched
+        fetched.data = data
         try:
             fetched.row = _decode_document(doc, data)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
@@ -503,6 +542,7 @@ class Catalog:
         for key in gone:
             self._seen.pop(key, None)
         tally.read += len(kept)
+        tally.from_index += sum(1 for item in kept if item.from_index)
         tally.unreadable += sum(1 for item in kept if item.error is not None)
         tally.removed += len(gone)
         tally.touched |= paths
@@ -580,6 +620,106 @@ class Catalog:
             self._rebuild_sessions(cur, changed, running_since_ms)
         return changed
 
+    # -- the archive's index objects ---------------------------------------------------------------
+
+    def _read_index_objects(self) -> dict[str, catalog_index.IndexedDocument]:
+        """Every document the archive's index objects hold. An object that cannot be read or decoded is skipped:
+        its namespace's documents are then read one by one, and publish_index writes it again."""
+        found: dict[str, catalog_index.IndexedDocument] = {}
+        try:
+            keys = [info.key for info in self.storage.list(layout.CATALOG_INDEX_PREFIX)]
+        except StorageError as exc:
+            log.warning("could not list the catalog index objects; reading every session document: %s", exc)
+            return found
+        read_at = time.monotonic()
+        for key in keys:
+            namespace = layout.parse_catalog_index_key(key)
+            if namespace is None:
+                continue
+            try:
+                docs = catalog_index.decode_index(namespace, self.storage.get(key))
+            except ObjectNotFound:
+                continue
+            except StorageError as exc:
+                log.warning("could not read catalog index %s; reading its documents instead: %s", key, exc)
+                continue
+            except catalog_index.InvalidIndex as exc:
+                log.warning("ignoring catalog index %s (it will be written again): %s", key, exc)
+                # A digest no documents have: publish_index replaces the object (or deletes it, if no documents).
+                self._published[namespace] = (-1, 0)
+                continue
+            found.update(docs)
+            # What the archive holds now: a namespace that has not changed since is not written again.
+            self._published[namespace] = _index_digest(list(docs.values()))
+            self._published_at[namespace] = read_at
+        if found:
+            log.info("catalog index: %s documents from %d index objects", f"{len(found):,}", len(keys))
+        return found
+
+    def publish_index(self, min_interval_s: float = 300.0) -> list[str]:
+        """Write the index object (archive.catalog_index) of every namespace whose documents changed since this
+        process last read or wrote it, at most once per `min_interval_s` per namespace (a running session's
+        heartbeats change it every 30 s; a new replica reads those few documents anyway), and delete the object
+        of a namespace with no document left. Any replica may: the content depends only on the documents.
+        The keys written or deleted; a failure is logged and tried again after the interval."""
+        now = time.monotonic()
+        changed: list[str] = []
+        with self._publish_lock, closing(self._cursor()) as cur:
+            due = [namespace for namespace in self._published.keys() | self._namespaces_with_documents(cur)
+                   if now - self._published_at.get(namespace, -math.inf) >= min_interval_s]  # fmt: skip
+            if not due:
+                return changed
+            current = {namespace: _index_digest(docs) for namespace, docs in self._documents_of(cur, due).items()}
+            for namespace in sorted(due):
+                digest = current.get(namespace)
+                if digest == self._published.get(namespace):
+                    continue
+                key = layout.catalog_index_key(namespace)
+                try:
+                    if digest is None:
+                        self.storage.delete(key)
+                    else:
+                        docs = self._documents_of(cur, [namespace])[namespace]
+                        data = catalog_index.encode_index(namespace, docs)
+                        self.storage.put(key, data, {"kind": "catalog", "namespace": namespace})
+                except StorageError as exc:
+                    log.warning("could not write catalog index %s (trying again in %.0f s): %s", key, min_interval_s,
+                                exc)  # fmt: skip
+                    self._published_at[namespace] = now
+                    continue
+                self._published_at[namespace] = now
+                if digest is None:
+                    self._published.pop(namespace, None)
+                else:
+                    self._published[namespace] = digest
+                changed.append(key)
+            if changed:
+                with _transaction(cur):
+                    cur.execute("DELETE FROM index_published")
+                    cur.executemany("INSERT INTO index_published VALUES (?, ?, ?)",
+                                    [(ns, count, str(digest)) for ns, (count, digest) in sorted(self._published.items())
+                                     if count >= 0])  # fmt: skip
+        return changed
+
+    @staticmethod
+    def _namespaces_with_documents(cur: duckdb.DuckDBPyConnection) -> set[str]:
+        return {namespace for (namespace,) in cur.execute("SELECT DISTINCT namespace FROM documents").fetchall()}
+
+    @staticmethod
+    def _documents_of(
+        cur: duckdb.DuckDBPyConnection, namespaces: Iterable[str]
+    ) -> dict[str, list[catalog_index.IndexedDocument]]:
+        """The documents as read (those a failed read left without bytes are not indexed), by namespace."""
+        found: dict[str, list[catalog_index.IndexedDocument]] = {}
+        rows = cur.execute(
+            "SELECT namespace, key, size, mtime_ns, data FROM documents "
+            "WHERE list_contains(?, namespace) AND data IS NOT NULL",
+            [sorted(namespaces)],
+        ).fetchall()
+        for namespace, key, size, mtime_ns, data in rows:
+            found.setdefault(namespace, []).append(catalog_index.IndexedDocument(key, size, mtime_ns, data))
+        return found
+
     # -- queries ---------------------------------------------------------------------------------
 
     def list_sessions(self, query: SessionQuery) -> tuple[int, list[dict[str, Any]]]:
@@ -643,6 +783,56 @@ class Catalog:
                 "SELECT path FROM retentions WHERE deleted OR list_contains(expired_kinds, ?)", [kind]
             ).fetchall()
         return {path for (path,) in rows}
+
+
+def _open_database(
+    database: Path | None, prepare: Callable[[duckdb.DuckDBPyConnection], None]
+) -> duckdb.DuckDBPyConnection:
+    """The catalog's DuckDB database, its tables ready. The file is only a cache of the archive: one that cannot
+    be opened or prepared is deleted and made again (never a crash at start), and one that another process holds
+    (DuckDB's file lock) is left to it, this catalog kept in memory."""
+    if database is not None:
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            return _connect(database, prepare)
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                log.warning("catalog file %s is in use by another process; keeping the catalog in memory: %s",
+                            database, exc)  # fmt: skip
+            else:
+                log.warning("catalog file %s is unreadable; rebuilding it from the archive: %s", database, exc)
+                try:
+                    for stale in (database, database.with_name(database.name + ".wal")):
+                        stale.unlink(missing_ok=True)
+                    return _connect(database, prepare)
+                except (duckdb.Error, OSError) as again:
+                    log.warning("catalog file %s cannot be made; keeping the catalog in memory: %s", database, again)
+        except OSError as exc:
+            log.warning("no catalog file at %s; keeping the catalog in memory: %s", database, exc)
+    return _connect(None, prepare)
+
+
+def _connect(database: Path | None, prepare: Callable[[duckdb.DuckDBPyConnection], None]) -> duckdb.DuckDBPyConnection:
+    db = duckdb.connect(str(database) if database is not None else ":memory:")
+    try:
+        prepare(db)
+        # Every table read once: a file whose header opens but whose tables do not fails here, not later.
+        for table in _TABLES:
+            db.execute(f"SELECT count(*) FROM {table}").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _index_digest(docs: Sequence[catalog_index.IndexedDocument]) -> tuple[int, int]:
+    """(count, hash) of documents' keys and listed versions: whether an index object would change. The same
+    inputs give the same digest in every process (unlike Python's hash), as the index read back must compare."""
+    total = 0
+    for doc in docs:
+        entry = f"{doc.key}\0{doc.size}\0{doc.mtime_ns}".encode()
+        total ^= int.from_bytes(hashlib.blake2b(entry, digest_size=8).digest(), "big")
+    return len(docs), total
 
 
 # -- documents to rows -------------------------------------------------------------------------------
@@ -756,7 +946,7 @@ def _listing_row(item: _Fetched) -> dict[str, Any]:
     return {
         "key": item.doc.key, "path": ref.path, "namespace": ref.namespace, "cluster": ref.cluster,
         "session": ref.session, "kind": item.doc.kind, "size": item.info.size, "mtime_ns": item.info.mtime_ns,
-        "error": item.error,
+        "error": item.error, "data": item.data,
     }  # fmt: skip
 
 

@@ -71,6 +71,7 @@ class CatalogLoad:
         self._calls_before: dict[tuple[str, str, str], int] = {}
         self.seconds: float | None = None  # how long the load took, once done
         self.calls: dict[str, int] = {}  # the store calls it took by method, once done
+        self.from_file = False  # served from the catalog file the last run left, not loaded from the store
 
     @property
     def done(self) -> bool:
@@ -114,6 +115,17 @@ class CatalogLoad:
                  f"{progress.documents_read:,}", self.seconds, f"{progress.rate:,.0f}")  # fmt: skip
         return True
 
+    def restored(self) -> None:
+        """Done at once: the catalog was kept from the last run (its file under --cache-dir) and is served as it
+        was, while the refresh loop reads what changed since."""
+        with self._lock:
+            self._started = time.monotonic()
+        self.seconds = 0.0
+        self.from_file = True
+        self.loaded.set()
+        log.info("catalog restored from its file: %s sessions, as the last run left them; refreshing",
+                 f"{self._count_sessions():,}")  # fmt: skip
+
     def progress(self) -> Progress:
         with self._lock:
             # Counted when the listing has come back whole (an empty archive is loaded at once anyway).
@@ -149,7 +161,7 @@ class CatalogLoad:
         """What /readyz says of the catalog."""
         if self.done:
             return {"state": "loaded", "seconds": round(self.seconds or 0.0, 3), "sessions": self._count_sessions(),
-                    "store_calls": self.calls}  # fmt: skip
+                    "store_calls": self.calls, "from_file": self.from_file}  # fmt: skip
         progress = self.progress()
         return {
             "state": "loading", "attempts": progress.attempts, "seconds": round(progress.seconds, 3),

@@ -33,6 +33,8 @@ from .storehealth import StoreHealth, WatchedStorage, describe
 
 log = logging.getLogger(__name__)
 
+# The catalog's file under --cache-dir (historyserver.catalog): a restart reads it instead of the archive.
+CATALOG_FILE = "catalog.duckdb"
 # The job index reads this many sessions' snapshots at once, and commits this many together.
 INDEX_READERS = 8
 INDEX_BATCH = 500
@@ -51,6 +53,11 @@ class ServerSettings:
     sql_max_rows: int = 10_000
     # Index the jobs of every ended session in the background, deriving snapshots no replica has written.
     index_jobs: bool = True
+    # The catalog kept in cache_dir/catalog.duckdb, so a restart serves it at once and then refreshes; and each
+    # namespace's documents published as archive index objects (catalog/{ns}.parquet, at most every
+    # catalog_index_interval seconds), from which a replica with an empty cache starts. None: never published.
+    keep_catalog: bool = True
+    catalog_index_interval: float | None = 300.0
     # Read the catalog the first time in the background, the port open meanwhile (`ray-history serve`); else
     # start() returns once it is read, as embedded uses and tests want.
     load_in_background: bool = False
@@ -71,7 +78,8 @@ class HistoryServer:
         self.settings = settings
         self.answers = AnswerCache(settings.answer_cache_bytes)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(self.storage, None, settings.heartbeat_timeout)
+        catalog_file = settings.cache_dir / CATALOG_FILE if settings.keep_catalog else None
+        self.catalog = Catalog(self.storage, catalog_file, settings.heartbeat_timeout, use_index=True)
         self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
         self.jobs = JobIndex()
         self.maintenance = Maintenance(self.storage, settings.maintenance)
@@ -79,14 +87,21 @@ class HistoryServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.load = CatalogLoad(self.storage, self.health, self._count_sessions)
+        if self.catalog.restored:
+            # What the last run knew is served at once; the refresh loop's first pass brings it up to date.
+            self.load.restored()
 
     def start(self) -> None:
         """Read the catalog once, then keep it (and the job index) fresh in the background. With
         `load_in_background` the first read is the refresh loop's first pass, and the port opens meanwhile."""
         if not self.settings.load_in_background:
-            self.load.run(self.refresh, partial_ok=True)
-        # (name, work, whether it has just been done)
-        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self._refresh_catalog, self.ready)]
+            if self.catalog.restored:
+                self.refresh()
+            else:
+                self.load.run(self.refresh, partial_ok=True)
+        # (name, work, whether it has just been done): a restored catalog is refreshed at once in the background.
+        refreshed = self.ready and not (self.catalog.restored and self.settings.load_in_background)
+        loops: list[tuple[str, Callable[[], object], bool]] = [("catalog-refresh", self._refresh_catalog, refreshed)]
         if self.settings.index_jobs:
             loops.append(("job-index", self.index_ended_sessions, False))
         for name, work, done in loops:
@@ -130,6 +145,8 @@ class HistoryServer:
         the catalog at once, and here closed in the cache and taken out of the job index."""
         stats = self.catalog.refresh()
         self._forget_gone(self.catalog.paths())
+        if self.settings.catalog_index_interval is not None:
+            self.catalog.publish_index(self.settings.catalog_index_interval)
         return stats
 
     def _forget_gone(self, existing: set[str]) -> None:

@@ -1,0 +1,88 @@
+"""The catalog index objects (`catalog/{namespace}.parquet`): every session document of a namespace, as it was read.
+
+A history server that starts with no local catalog would otherwise read every document under `sessions/` (one
+GET each: 8,834 for 2,000 sessions). An index object holds, per document, the listing's (size, mtime) and the
+document's bytes as they were read, so a start reads a few index objects, lists `sessions/`, and GETs only the
+documents whose (size, mtime) differ. The bytes, not decoded rows, are kept: the reader decodes them exactly as
+if it had read them from `sessions/`, so the index can never disagree with the documents' own format, and a
+change to the server's catalog tables needs no new index format. The listing stays the authority on what
+exists: a document the index names but the listing does not is not used (deleted sessions stay deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .parquet import parquet_to_table, table_to_parquet
+
+INDEX_TABLE = "catalog_index"
+# Bump when the columns change: a reader ignores an object of another version (and the server rewrites it).
+INDEX_VERSION = 1
+INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("mtime_ns", pa.int64(), nullable=False),
+        pa.field("data", pa.binary(), nullable=False),
+    ],
+    metadata={"ray_history.table": INDEX_TABLE, "ray_history.schema_version": str(INDEX_VERSION)},
+)
+
+
+class InvalidIndex(ValueError):
+    """An index object that is not one this reader understands (corrupt, truncated, another version)."""
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    key: str
+    size: int
+    mtime_ns: int
+    data: bytes
+
+
+def encode_index(namespace: str, docs: Sequence[IndexedDocument]) -> bytes:
+    """The object's bytes: rows sorted by key, so the same documents always give the same object."""
+    prefix = f"sessions/{namespace}/"
+    ordered = sorted(docs, key=lambda doc: doc.key)
+    for doc in ordered:
+        if not doc.key.startswith(prefix):
+            raise ValueError(f"document {doc.key!r} is not of namespace {namespace!r}")
+    table = pa.table(
+        {
+            "key": pa.array([doc.key for doc in ordered], pa.string()),
+            "size": pa.array([doc.size for doc in ordered], pa.int64()),
+            "mtime_ns": pa.array([doc.mtime_ns for doc in ordered], pa.int64()),
+            "data": pa.array([doc.data for doc in ordered], pa.binary()),
+        },
+        schema=INDEX_SCHEMA,
+    )
+    return table_to_parquet(table)
+
+
+def decode_index(namespace: str, data: bytes) -> dict[str, IndexedDocument]:
+    """The documents of an index object by key; InvalidIndex if it is not a readable index of this version, or
+    names a key outside its namespace (an object copied under another name must not speak for another one)."""
+    try:
+        table = parquet_to_table(data)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidIndex(f"not a readable Parquet file: {exc}") from exc
+    meta = table.schema.metadata or {}
+    found = (meta.get(b"ray_history.table", b"").decode(), meta.get(b"ray_history.schema_version", b"").decode())
+    if found != (INDEX_TABLE, str(INDEX_VERSION)):
+        raise InvalidIndex(f"table {found[0]!r} version {found[1]!r}, not {INDEX_TABLE!r} version {INDEX_VERSION}")
+    try:
+        table = table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+    except (pa.ArrowException, KeyError) as exc:
+        raise InvalidIndex(f"unexpected columns: {exc}") from exc
+    prefix = f"sessions/{namespace}/"
+    found_docs: dict[str, IndexedDocument] = {}
+    columns = [table.column(name).to_pylist() for name in INDEX_SCHEMA.names]
+    for key, size, mtime_ns, body in zip(*columns, strict=True):
+        if not key.startswith(prefix):
+            raise InvalidIndex(f"document {key!r} is not of namespace {namespace!r}")
+        found_docs[key] = IndexedDocument(key, size, mtime_ns, body)
+    return found_docs
