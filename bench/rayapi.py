@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,8 +180,12 @@ def wait_listed(url: str, session: str, timeout: float = 60.0) -> None:
     """Until the server's catalog lists the session: the open timed next must not wait for a refresh."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(row["session"] == session for row in get_json(url)["items"]):
-            return
+        try:
+            if any(row["session"] == session for row in get_json(url)["items"]):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:  # 503: the server is still reading its catalog
+                raise
         time.sleep(0.5)
     raise TimeoutError(f"the server did not list {session} in {timeout:.0f} s")
 
