@@ -24,6 +24,7 @@ from archive.storage import InvalidKey, StorageError
 from . import login, rayapi, rayfrontend
 from .access import viewer_of
 from .errors import BadRequest, Expired, NotFound, Unavailable
+from .limits import Busy
 from .login import AccessSettings, AuthMiddleware, Gate
 from .maintenance import UsageGauges
 from .server import HistoryServer
@@ -69,6 +70,14 @@ def create_app(history: HistoryServer, access: AccessSettings | None = None) -> 
                                               lambda: int(history.ready)),
         "ray_history_server_store_reachable": ("1 while the object store answers the server, 0 while it does not.",
                                                lambda: int(history.health.reachable)),
+        "ray_history_server_sql_running": ("SQL queries running in the SQL pool's workers.",
+                                           lambda: history.sql.admission.running),
+        "ray_history_server_sql_refused": ("SQL queries answered 429 (the pool and its queue full) since start.",
+                                           lambda: history.sql.admission.refused),
+        "ray_history_server_derivations_running": ("Sessions being derived from their raw events.",
+                                                   lambda: history.sessions.snapshots.derivations.admission.running),
+        "ray_history_server_derivations_refused": ("First opens answered 503 (derivations at their bound) since start.",
+                                                   lambda: history.sessions.snapshots.derivations.admission.refused),
     }  # fmt: skip
     for name, (description, read) in gauges.items():
         Gauge(name, description, registry=registry).set_function(read)
@@ -142,6 +151,13 @@ def create_app(history: HistoryServer, access: AccessSettings | None = None) -> 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> Response:
         return _error(request, 400, "Bad request", str(exc))
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> Response:
+        # Heavy work at its bound (SQL queries, sessions being derived): to ask again shortly, not an error.
+        answer = _error(request, exc.status, "Being prepared" if exc.status == 503 else "Too many queries", str(exc))
+        answer.headers["Retry-After"] = str(exc.retry_after_s)
+        return answer
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

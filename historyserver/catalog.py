@@ -42,6 +42,8 @@ CATALOG_VERSION = "1"
 STATUSES = ("running", "incomplete", "closed")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# DuckDB binds OFFSET as a 64-bit integer: past this, a reason rather than its conversion error (a 500).
+MAX_OFFSET = 2**62
 DEFAULT_SORT = "-start_time_ms"
 
 DocKind = Literal["manifest", "node", "closed", "retention"]
@@ -1043,6 +1045,6 @@ def _order_by(sort: str | None) -> str:
 def _page(query: SessionQuery) -> tuple[int, int]:
     if not 1 <= query.limit <= MAX_LIMIT:
         raise ValueError(f"invalid limit {query.limit}: use 1 to {MAX_LIMIT}")
-    if query.offset < 0:
-        raise ValueError(f"invalid offset {query.offset}: use 0 or more")
+    if not 0 <= query.offset <= MAX_OFFSET:
+        raise ValueError(f"invalid offset {query.offset}: use 0 to {MAX_OFFSET}")
     return query.limit, query.offset

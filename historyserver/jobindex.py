@@ -158,10 +158,7 @@ class JobIndex:
     def list_jobs(self, query: JobQuery) -> tuple[int, list[dict[str, Any]]]:
         where, params = _where(query)
         order = _order_by(query.sort)
-        if not 0 < query.limit <= queries.MAX_LIMIT:
-            raise BadRequest(f"limit must be between 1 and {queries.MAX_LIMIT}")
-        if query.offset < 0:
-            raise BadRequest("offset must not be negative")
+        queries.check_page(query.limit, query.offset)
         columns = ", ".join(_PUBLIC)
         with self._lock, closing(self._db.cursor()) as cur:
             total = cur.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()

@@ -14,6 +14,17 @@ import msgspec
 from .errors import BadRequest, NotFound
 
 MAX_LIMIT = 1000
+# DuckDB binds LIMIT and OFFSET as 64-bit integers, and a page's end (offset + limit) must fit too: an offset
+# past this is refused with a reason, not a conversion error (a 500) from DuckDB.
+MAX_OFFSET = 2**62
+
+
+def check_page(limit: int, offset: int) -> None:
+    """BadRequest, saying what is allowed, for a limit or offset out of range."""
+    if not 0 < limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset must be between 0 and {MAX_OFFSET}")
 
 
 @dataclass(frozen=True)
@@ -99,10 +110,7 @@ def page(cur: duckdb.DuckDBPyConnection, table: Table, query: ListQuery,
     the sort. With `ordering` (a table with many rows), the matching rows' positions in the sort order
     are computed once per filter and sort, and a page is a range of them, however deep.
     """
-    if not 0 < query.limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    if query.offset < 0:
-        raise BadRequest("offset must not be negative")
+    check_page(query.limit, query.offset)
     where, params = _where(query.filters, "" if query.include_hidden else table.hidden)
     order = order_by(table, query.sort)
     if ordering is not None:
@@ -326,8 +334,7 @@ EVENT_FILTERS = ("event_type", "task_id", "actor_id", "job_id", "node_id", "work
 
 def events_page(cur: duckdb.DuckDBPyConnection, filters: dict[str, Any], limit: int, offset: int,
                 ) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
-    if not 0 < limit <= MAX_LIMIT or offset < 0:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, and offset not negative")
+    check_page(limit, offset)
     where, params = _where(filters)
     # Retried batches can repeat an event: one row per event id.
     deduped = f"(SELECT * FROM events {where} QUALIFY row_number() OVER (PARTITION BY event_id) = 1)"

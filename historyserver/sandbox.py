@@ -36,8 +36,9 @@ The defence is layered, DuckDB's own enforcement first:
 What this cannot stop: a single huge value (`repeat('x', 2000000000)`, `range(1e8)` as one list)
 is allocated outside DuckDB's buffer manager, so `memory_limit` does not bound it, and DuckDB only
 notices an interrupt between vectors, so the time limit is late. Such a query can take gigabytes and
-seconds. A server exposed to hostile users should also bound the process (container memory limit,
-or queries in a worker process with RLIMIT_AS).
+seconds. The history server therefore runs user queries in worker processes (historyserver.sqlpool),
+killed past their memory budget: a sandbox opened inside `run_remotely` is only its definition (the
+views' SQL and tables), and its queries run in such a worker. `max_bytes` bounds what a result may hold.
 
 Threading: a `Sandbox` is one in-memory DuckDB database holding the views. `run_query` opens a
 cursor per query (a new DuckDB connection to the same database, which shares its views, settings
@@ -59,8 +60,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -80,12 +83,14 @@ __all__ = [
     "QueryRefused",
     "QueryResult",
     "QueryTimeout",
+    "ResultTooLarge",
     "Sandbox",
     "SandboxError",
     "ViewSource",
     "format_result",
     "open_sandbox",
     "run_query",
+    "run_remotely",
     "views_over_parquet",
 ]
 
@@ -135,6 +140,7 @@ _INTERRUPT_REPEAT_S = 0.05
 # Rows per Arrow batch read from DuckDB (fewer when max_rows is smaller, so a 10-row query does not
 # wait for a full batch): few round trips, and little read past max_rows.
 _BATCH_ROWS = 65_536
+_BYTE_CAPPED_BATCH_ROWS = 2_048
 
 
 class SandboxError(Exception):
@@ -165,6 +171,51 @@ class QueryTimeout(SandboxError):
 
 class QueryError(SandboxError):
     """The query is allowed but failed: a syntax error, an unknown column, out of memory... (DuckDB's message)."""
+
+
+class ResultTooLarge(SandboxError):
+    """The result holds more bytes than the limit: it was not read past it."""
+
+    def __init__(self, max_bytes: int, rows_read: int) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(
+            f"The result is larger than the limit of {_size(max_bytes)} (over it after {rows_read:,} rows) and "
+            "was not sent. Select fewer or narrower columns (substr() of long text), filter, aggregate, "
+            "or add a LIMIT."
+        )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+@dataclass(frozen=True)
+class SandboxDefinition:
+    """What `open_sandbox` was given, to open the same sandbox in another process: views as SQL text or
+    Arrow tables (both picklable), and the directories they read."""
+
+    views: dict[str, str | pa.Table]
+    allowed_dirs: tuple[str, ...]
+
+
+# Runs one query of a definition elsewhere: (definition, sql, timeout_s, max_rows) -> result.
+RemoteRunner = Callable[[SandboxDefinition, str, float, int], "QueryResult"]
+_REMOTE: ContextVar[RemoteRunner | None] = ContextVar("sandbox_remote_runner", default=None)
+
+
+@contextmanager
+def run_remotely(runner: RemoteRunner) -> Iterator[None]:
+    """Sandboxes opened in this block are definitions only (nothing is opened here) whose queries `runner`
+    runs: the SQL pool's worker process, with the pool's memory limit and threads, so that a query's memory
+    is never this process's."""
+    token = _REMOTE.set(runner)
+    try:
+        yield
+    finally:
+        _REMOTE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -211,8 +262,10 @@ class Sandbox:
     Build it with `open_sandbox`. Thread-safe: each query runs on its own cursor.
     """
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, view_names: Iterable[str]) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection | None, view_names: Iterable[str],
+                 remote: tuple[RemoteRunner, SandboxDefinition] | None = None) -> None:  # fmt: skip
         self._connection = connection
+        self._remote = remote
         self._view_names = tuple(view_names)
         self._view_keys = frozenset(name.lower() for name in self._view_names)
         # The Python connection object is not documented as safe for concurrent cursor() calls.
@@ -231,16 +284,22 @@ class Sandbox:
         with self._cursor_lock:
             if self._closed:
                 raise SandboxError("the sandbox is closed")
+            if self._connection is None:
+                raise SandboxError("this sandbox runs its queries in another process: use run()")
             return self._connection.cursor()
 
     def run(self, sql: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_rows: int = DEFAULT_MAX_ROWS) -> QueryResult:
+        if self._remote is not None:
+            runner, definition = self._remote
+            return runner(definition, sql, timeout_s, max_rows)
         return run_query(sql, self, timeout_s=timeout_s, max_rows=max_rows)
 
     def close(self) -> None:
         with self._cursor_lock:
             if not self._closed:
                 self._closed = True
-                self._connection.close()
+                if self._connection is not None:
+                    self._connection.close()
 
     def __enter__(self) -> Self:
         return self
@@ -280,6 +339,13 @@ def open_sandbox(
         if name.lower() in seen:
             raise ValueError(f"view names {seen[name.lower()]!r} and {name!r} collide (names are case-insensitive)")
         seen[name.lower()] = name
+    remote = _REMOTE.get()
+    if remote is not None:
+        # Relations belong to this process's connections: their rows travel as Arrow tables.
+        sources = {name: source.to_arrow_table() if isinstance(source, duckdb.DuckDBPyRelation) else source
+                   for name, source in views.items()}  # fmt: skip
+        definition = SandboxDefinition(sources, tuple(str(entry) for entry in allowed_dirs))  # type: ignore[arg-type]
+        return Sandbox(None, names, remote=(remote, definition))
 
     config: dict[str, str | bool | int] = {
         "memory_limit": memory_limit,
@@ -357,11 +423,13 @@ def run_query(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_rows: int = DEFAULT_MAX_ROWS,
+    max_bytes: int | None = None,
 ) -> QueryResult:
-    """Run one user SELECT in the sandbox; at most `max_rows` rows come back, in at most `timeout_s`.
+    """Run one user SELECT in the sandbox; at most `max_rows` rows come back, in at most `timeout_s`, and
+    with `max_bytes`, a result holding more bytes (as Arrow holds it) is refused as soon as it is read past it.
 
-    Raises QueryRefused (not allowed), QueryTimeout (too slow) or QueryError (failed); all are
-    SandboxError, and their messages carry no Python traceback.
+    Raises QueryRefused (not allowed), QueryTimeout (too slow), ResultTooLarge or QueryError (failed); all
+    are SandboxError, and their messages carry no Python traceback.
     """
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")
@@ -379,8 +447,11 @@ def run_query(
             relation = cursor.sql(sql)
             if relation is None:  # a statement without a result, which _check_statement refused
                 raise QueryRefused("A statement without a result", _ALLOWED_SQL)
-            reader = relation.to_arrow_reader(min(max_rows + 1, _BATCH_ROWS))
-            table = _read_at_most(reader, max_rows + 1)
+            # With a byte limit, small batches: the limit is checked between them, so a result of wide rows
+            # is refused after little more than the limit is read.
+            batch_rows = _BATCH_ROWS if max_bytes is None else _BYTE_CAPPED_BATCH_ROWS
+            reader = relation.to_arrow_reader(min(max_rows + 1, batch_rows))
+            table = _read_at_most(reader, max_rows + 1, max_bytes)
     # An error after the first batch comes through Arrow's stream interface: an OSError that
     # carries DuckDB's message but not its exception class.
     except (duckdb.Error, OSError, pa.ArrowException) as error:
@@ -395,9 +466,9 @@ def run_query(
     return QueryResult(table=table, truncated=truncated, elapsed_s=time.perf_counter() - started)
 
 
-def _read_at_most(reader: pa.RecordBatchReader, limit: int) -> pa.Table:
+def _read_at_most(reader: pa.RecordBatchReader, limit: int, max_bytes: int | None = None) -> pa.Table:
     batches: list[pa.RecordBatch] = []
-    fetched = 0
+    fetched = held = 0
     while fetched < limit:
         try:
             batch = reader.read_next_batch()
@@ -405,6 +476,11 @@ def _read_at_most(reader: pa.RecordBatchReader, limit: int) -> pa.Table:
             break
         batches.append(batch)
         fetched += batch.num_rows
+        # Only the rows kept count: a batch read past max_rows is cut to it.
+        held += batch.slice(0, max(0, limit - 1 - (fetched - batch.num_rows))).nbytes
+        if max_bytes is not None and held > max_bytes:
+            reader.close()
+            raise ResultTooLarge(max_bytes, fetched)
     return pa.Table.from_batches(batches, schema=reader.schema)
 
 

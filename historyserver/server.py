@@ -22,6 +22,7 @@ from archive.storage import ObjectNotFound, Storage, StorageError
 from .access import EVERYONE, Viewer, unknown_session
 from .answers import AnswerCache
 from .catalog import STATUSES, Catalog, RefreshStats, SessionQuery
+from .derivations import Derivations
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
 from .maintenance import Maintenance, MaintenanceSettings
@@ -29,6 +30,7 @@ from .readiness import CatalogLoad, wait_until_listening
 from .reconstruct import SessionEnd
 from .retention import expiries
 from .sessions import OpenSession, SessionCache
+from .sqlpool import SqlPool
 from .storehealth import StoreHealth, WatchedStorage, describe
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,20 @@ class ServerSettings:
     answer_cache_bytes: int = 64 * 1024 * 1024
     # Retention and compaction run by the server itself, and the usage gauges (historyserver.maintenance).
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    # Users' SQL (historyserver.sqlpool): queries at once, each in a worker process of this much memory (DuckDB
+    # gets three quarters) and this many DuckDB threads; a result over sql_max_bytes is refused. A few more wait
+    # up to sql_queue_wait_s, the rest are answered 429.
+    sql_concurrency: int = 2
+    sql_memory_bytes: int = 512 * 1024 * 1024
+    sql_threads: int = 1
+    sql_max_bytes: int = 16 * 1024 * 1024
+    sql_queue: int = 8
+    sql_queue_wait_s: float = 5.0
+    # Sessions derived at once (first opens replaying raw events), and the memory they may take together
+    # (historyserver.derivations); a first open waits up to derive_wait_s for its turn, then is answered 503.
+    max_derivations: int = 2
+    derive_memory_bytes: int = 2 * 1024 * 1024 * 1024
+    derive_wait_s: float = 5.0
 
 
 class HistoryServer:
@@ -83,6 +99,10 @@ class HistoryServer:
         self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
         self.jobs = JobIndex()
         self.maintenance = Maintenance(self.storage, settings.maintenance)
+        self.sql = SqlPool(settings.sql_concurrency, settings.sql_memory_bytes, settings.sql_threads,
+                           settings.sql_max_bytes, settings.sql_queue, settings.sql_queue_wait_s)  # fmt: skip
+        self.sessions.snapshots.derivations = Derivations(settings.max_derivations, settings.derive_memory_bytes,
+                                                          settings.derive_wait_s, settings.cache_dir)  # fmt: skip
         self.to_index: set[str] = set()  # ended sessions the background pass has still to index (their paths)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -115,6 +135,7 @@ class HistoryServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self.sql.close()
 
     @property
     def ready(self) -> bool:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,8 @@ from archive.parts import list_live, parts_fingerprint
 from archive.schema import EVENTS, SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
+from .derivations import Derivations, being_prepared
+from .limits import lower_priority
 from .mirror import Mirror, read_parquet_sql, write_atomically
 from .reconstruct import OPENING_TABLES, SessionEnd, create_snapshot_tables, snapshot_table
 
@@ -91,9 +94,13 @@ class SnapshotStore:
         self.mirror = mirror
         self.cache_dir = cache_dir.resolve()
         self.derived = 0  # sessions replayed by this server (tests and /metrics read it)
+        # How many derive at once, within what memory (the server sets its own from its settings).
+        self.derivations = Derivations(cache_dir=cache_dir)
         self._locks: dict[layout.SessionRef, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
+        # At the background's priority, as derivations are (its encoders, threads it starts, inherit it).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer",
+                                          initializer=lower_priority)  # fmt: skip
         self._writing: dict[layout.SessionRef, Future[None]] = {}
 
     def wait_written(self, ref: layout.SessionRef | None = None) -> None:
@@ -107,7 +114,7 @@ class SnapshotStore:
         """The session's snapshot, derived only if neither the cache nor the archive has one to use.
 
         `expired`: the kinds retention removes from this session (see the module's docstring)."""
-        with self._lock_of(ref):
+        with self._turn_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
             # Once the raw events expired, the archive's snapshot comes first: the local copy may have been
@@ -133,7 +140,7 @@ class SnapshotStore:
         """`snapshot` with an on-demand table added: derived now unless a replica has written it."""
         if name in snapshot.tables:
             return snapshot
-        with self._lock_of(ref):
+        with self._turn_of(ref):
             parts = self._parts(ref)
             wanted = parts_fingerprint(parts)
             if "events" in expired or derived_from_more(snapshot.manifest.parts, wanted):
@@ -186,7 +193,8 @@ class SnapshotStore:
                 return pq.read_table(local.tables[name]), wanted
             if not derive:
                 return None
-            database = self._derive(ref, parts, end, OPENING_TABLES, persist=persist_for(expired)).database
+            database = self._derive(ref, parts, end, OPENING_TABLES, persist=persist_for(expired),
+                                    patient=True).database  # fmt: skip
             return snapshot_table(database.cursor(), name), wanted  # type: ignore[union-attr]
 
     def _parts(self, ref: layout.SessionRef) -> list[ObjectInfo]:
@@ -199,6 +207,19 @@ class SnapshotStore:
         # One derivation per session at a time: two requests for a cold session wait for one replay.
         with self._guard:
             return self._locks.setdefault(ref, threading.Lock())
+
+    @contextmanager
+    def _turn_of(self, ref: layout.SessionRef) -> Iterator[None]:
+        """The session's lock for a request: while another request derives the session (seconds), a request
+        waits `derive_wait_s` at most, then is told the session is being prepared (503), rather than holding
+        one of the server's request threads for the whole replay."""
+        lock = self._lock_of(ref)
+        if not lock.acquire(timeout=self.derivations.wait_s):
+            raise being_prepared(ref, "another request is deriving it")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _local_dir(self, ref: layout.SessionRef) -> Path:
         return self.cache_dir / "snapshots" / ref.path
@@ -290,17 +311,23 @@ class SnapshotStore:
 
     def _derive(self, ref: layout.SessionRef, parts: list[ObjectInfo], end: SessionEnd, names: tuple[str, ...],
                 onto: Snapshot | None = None, onto_archived: bool = False, persist: Persist = "archive",
-                ) -> Snapshot:  # fmt: skip
+                patient: bool = False) -> Snapshot:  # fmt: skip
         """Replay the raw events into the named tables; `onto` a current snapshot they are added to
-        (`onto_archived`: whose tables the archive already holds); `persist`: where the files go."""
+        (`onto_archived`: whose tables the archive already holds); `persist`: where the files go.
+
+        Admitted by `derivations` first (Busy, a 503, when a request's turn does not come soon; `patient`: the
+        background's waits), holding its share of the memory budget until its files are written."""
         started = time.perf_counter()
-        con = duckdb.connect()
         paths = self.mirror.paths(parts)
-        if paths:
-            con.execute(f"CREATE VIEW events AS SELECT * FROM {read_parquet_sql(paths)}")
-        else:
-            con.register("events", pa.table({name: [] for name in EVENTS.names}, schema=EVENTS))
-        rows = create_snapshot_tables(con, end, names)
+
+        def replay(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            if paths:
+                con.execute(f"CREATE VIEW events AS SELECT * FROM {read_parquet_sql(paths)}")
+            else:
+                con.register("events", pa.table({name: [] for name in EVENTS.names}, schema=EVENTS))
+            return create_snapshot_tables(con, end, names)
+
+        con, rows, cost = self.derivations.replay(ref, parts, patient, replay)
         self.derived += 1
         kept = onto.manifest.tables if onto is not None else {}
         # A table added for this open only leaves the snapshot what it was (the job index and the cache
@@ -319,6 +346,7 @@ class SnapshotStore:
         with self._guard:
             self._writing[ref] = writing
         writing.add_done_callback(lambda done: self._forget_write(ref, done))
+        writing.add_done_callback(lambda _: self.derivations.leave(cost))
         directory = self._files_dir(ref, persist)
         tables = {**(onto.tables if onto is not None else {}), **{name: directory / f"{name}.parquet" for name in rows}}
         return Snapshot(tables, manifest, "derived", database=con)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -12,6 +13,8 @@ import click
 from collector.logs import LogSettings
 
 from .access_options import collector_token, server_access
+from .bound_options import bounded
+from .bound_options import chosen as chosen_bounds
 from .compact_command import compact
 from .options import archive_settings, cache_setting, open_archive, setting
 from .retention_commands import du, lifecycle, retention
@@ -372,6 +375,7 @@ def collect(
          type=click.FloatRange(min=0))  # fmt: skip
 @setting("--answer-cache-mb", "RAY_HISTORY_ANSWER_CACHE_MB", "Memory for answers kept for repeated requests "
          "(a finished session's answer never changes).", default=64, type=click.IntRange(min=0))
+@bounded
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
     listen: tuple[str, int],
@@ -398,6 +402,7 @@ def serve(
     )  # fmt: skip
     host, port = listen
     access = server_access(auth_file, metrics_public, host)
+    settings = dataclasses.replace(settings, **chosen_bounds())
     click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)
     # No proxy_headers: the address a trusted proxy is recognised by must be the connection's own, never one
     # a client wrote into X-Forwarded-For.

@@ -75,7 +75,8 @@ def nodes(request: Request, view: str | None = None) -> Response:
         # Ray lists the hosts of ALIVE nodes; every node of a finished session is dead, so the hosts it had.
         hosts = sorted({row["hostname"] or row["node_ip"] for row in _nodes(opened)} - {None})
         return rest_response(OK, "Node hostname list fetched.", host_name_list=hosts)
-    return rest_response(500, f"Unknown view {view}")
+    # Ray answers 500 here; the request is what is wrong, and a 500 would read as the server's fault.
+    return rest_response(400, f"Unknown view {view}")
 
 
 @router.get("/nodes/{node_id}", include_in_schema=False)

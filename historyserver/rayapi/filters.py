@@ -12,6 +12,7 @@ from .envelope import StateApiError
 from .resources import BOOL, INT, Resource
 
 DEFAULT_LIMIT = 100  # ray.util.state.common.DEFAULT_LIMIT
+MAX_LIMIT = 2**62
 PREDICATES = ("=", "!=")
 EN_DASH = "\u2013"
 ACTOR_STATES = ("DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD")
@@ -53,6 +54,9 @@ def options(query: Mapping[str, str], multi: Mapping[str, Sequence[str]]) -> Opt
     if limit < 0:
         # Ray's islice would raise a ValueError (a 500 there); a 400 says what is wrong.
         raise StateApiError(f"Given limit {limit} is negative. Use a limit of 0 or more.")
+    if limit > MAX_LIMIT:
+        # DuckDB binds LIMIT as a 64-bit integer: past it, a 400 with the reason rather than its error.
+        raise StateApiError(f"Given limit {limit} is too large. Use a limit of at most {MAX_LIMIT}.")
     to_int(query.get("timeout", "30"))
     keys, predicates, values = multi["filter_keys"], multi["filter_predicates"], multi["filter_values"]
     if len(keys) != len(values):

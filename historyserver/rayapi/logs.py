@@ -21,6 +21,7 @@ from fastapi.responses import PlainTextResponse, Response
 from archive.logs import rebuild_file
 
 from .. import outputs, queries
+from ..downloads import attachment
 from ..errors import NotFound
 from ..sessions import OpenSession
 from ..views.common import session_of_path
@@ -110,8 +111,7 @@ def get_log(request: Request, media_type: str) -> Response:
         return PlainTextResponse(str(exc), status_code=exc.status)
     if (query.get("filter_ansi_code") or "").lower() == "true":
         data = logfiles.without_ansi(data)
-    download = query.get("download_filename", DOWNLOAD_FILENAME).replace('"', "")
-    disposition = f'attachment; filename="{download}"'
+    disposition = attachment(query.get("download_filename", DOWNLOAD_FILENAME))
     return Response(data, media_type="text/plain", headers={"Content-Disposition": disposition})
 
 

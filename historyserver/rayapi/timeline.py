@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import queries
+from ..downloads import attachment
 from ..views.common import session_of_path
 from .envelope import RayJSON
 
@@ -23,5 +24,5 @@ def tasks_timeline(request: Request, job_id: str | None = None, download: str | 
     if download == "1":
         # Ray names the file by the job and the time of the request.
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        headers = {"Content-Disposition": f'attachment; filename="timeline-{job_id}-{stamp}.json"'}
+        headers = {"Content-Disposition": attachment(f"timeline-{job_id}-{stamp}.json")}
     return RayJSON(trace, headers=headers)

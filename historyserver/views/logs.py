@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from archive.logs import rebuild_file
 
 from .. import logview, outputs, queries
+from ..downloads import attachment
 from ..errors import NotFound
 from ..retention import note, refuse_expired
 from .common import SESSION_PATH, Views, listing, open_session
@@ -60,7 +61,7 @@ def download_log_file(request: Request, namespace: str, cluster: str, session: s
     found = queries.log_file(cur, node_id, filename)
     data = rebuild_file(queries.log_rows(cur, found["file_id"]))
     name = filename.rsplit("/", 1)[-1]
-    return Response(data, media_type="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(data, media_type="text/plain", headers={"Content-Disposition": attachment(name)})
 
 
 @views.get(SESSION_PATH + "/logs/lines", template="log_file.html")
@@ -106,7 +107,7 @@ def download_job_logs(request: Request, namespace: str, cluster: str, session: s
         for file in files:
             archive.writestr(f"{file['node']}/{file['filename']}", rebuild_file(queries.log_rows(cur, file["file_id"])))
     return Response(buffer.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{session}-{job_id}-logs.zip"'})  # fmt: skip
+                    headers={"Content-Disposition": attachment(f"{session}-{job_id}-logs.zip")})  # fmt: skip
 
 
 @views.get(SESSION_PATH + "/tasks/{task_id}/logs")

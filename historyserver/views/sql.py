@@ -19,6 +19,7 @@ from ..access import viewer_of
 from ..comparison import recent_sessions
 from ..errors import BadRequest
 from ..sandbox import QueryResult, SandboxError, format_result
+from ..sqlpool import in_sql_pool
 from ..sqlviews import sandbox_for
 from .common import SESSION_PATH, FastJSON, Views, page_context, server_of
 from .pages import render
@@ -82,6 +83,8 @@ class SqlRequest(BaseModel):
     format: Format = "json"
 
 
+# In the server's SQL pool: the sandbox is built here, the query runs in one of its worker processes.
+@in_sql_pool(lambda request: server_of(request).sql)
 def _run(request: Request, sql: str, session: str | None) -> QueryResult:
     """The query's result, or BadRequest with the sandbox's reason (meant for the user as it is)."""
     server = server_of(request)
