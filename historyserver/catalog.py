@@ -38,7 +38,7 @@ from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, S
 log = logging.getLogger(__name__)
 
 # Bump when the tables below change: a catalog file of another version is rebuilt from the archive.
-CATALOG_VERSION = "1"
+CATALOG_VERSION = "2"
 STATUSES = ("running", "incomplete", "closed")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
