@@ -367,14 +367,15 @@ def collect(
          "retention (with --policy) and compaction passes; 0: never (a CronJob runs them).", default=0.0,
          type=click.FloatRange(min=0))  # fmt: skip
 @setting("--policy", "RAY_HISTORY_POLICY", "The retention policy (TOML, docs/retention.md) the maintenance passes "
-         "apply; without it they only compact.", default=None, type=click.Path(path_type=Path, dir_okay=False))
+         "apply; without it they only compact.", default=None,
+         type=click.Path(path_type=Path, dir_okay=False))  # fmt: skip
 @setting("--maintenance-grace", "RAY_HISTORY_MAINTENANCE_GRACE", "Seconds a retention mark stands, and compacted "
-         "parts' originals stay, before they are deleted.", default=3600.0, type=click.FloatRange(min=0))
+         "parts' originals stay, before they are deleted.", default=3600.0, type=click.FloatRange(min=0))  # fmt: skip
 @setting("--usage-interval", "RAY_HISTORY_USAGE_INTERVAL", "Seconds between listings of the archive for the usage "
          "gauges on /metrics when no maintenance pass takes them; 0: never.", default=900.0,
          type=click.FloatRange(min=0))  # fmt: skip
 @setting("--answer-cache-mb", "RAY_HISTORY_ANSWER_CACHE_MB", "Memory for answers kept for repeated requests "
-         "(a finished session's answer never changes).", default=64, type=click.IntRange(min=0))
+         "(a finished session's answer never changes).", default=64, type=click.IntRange(min=0))  # fmt: skip
 @bounded
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
