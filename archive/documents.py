@@ -42,6 +42,17 @@ class Manifest(msgspec.Struct, omit_defaults=True):
     collector_version: str | None = None
     schema_version: int = SCHEMA_VERSION
 
+    def owner_of(self) -> tuple[str | None, str | None]:
+        """(kind, name) of the session's owner: the one the collector was told of, else the custom resource
+        KubeRay's labels name (a RayJob's, else the RayCluster's). The catalog shows it; retention selects by it."""
+        if self.owner.kind or self.owner.name:
+            return self.owner.kind, self.owner.name
+        if self.kubernetes.rayjob:
+            return "RayJob", self.kubernetes.rayjob
+        if self.kubernetes.raycluster:
+            return "RayCluster", self.kubernetes.raycluster
+        return None, None
+
 
 class NodeMarker(msgspec.Struct, omit_defaults=True):
     """sessions/.../nodes/{node}.json: a heartbeat while the collector runs, final after its last flush."""

@@ -877,7 +877,7 @@ def _decode_document(doc: _DocRef, data: bytes) -> dict[str, Any]:
 
 def _manifest_row(manifest: documents.Manifest) -> dict[str, Any]:
     k8s = manifest.kubernetes
-    owner_kind, owner_name = _owner(manifest)
+    owner_kind, owner_name = manifest.owner_of()
     return {
         "start_time_ms": manifest.start_time_ms,
         "ray_version": manifest.ray_version,
@@ -897,18 +897,6 @@ def _manifest_row(manifest: documents.Manifest) -> dict[str, Any]:
         "collector_version": manifest.collector_version,
         "schema_version": manifest.schema_version,
     }
-
-
-def _owner(manifest: documents.Manifest) -> tuple[str | None, str | None]:
-    """The owner the collector was told of, else the custom resource KubeRay's labels name."""
-    owner = manifest.owner
-    if owner.kind or owner.name:
-        return owner.kind, owner.name
-    if manifest.kubernetes.rayjob:
-        return "RayJob", manifest.kubernetes.rayjob
-    if manifest.kubernetes.raycluster:
-        return "RayCluster", manifest.kubernetes.raycluster
-    return None, None
 
 
 def _label_terms(labels: dict[str, str]) -> list[str]:

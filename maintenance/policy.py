@@ -195,20 +195,8 @@ def _any_glob(patterns: tuple[str, ...], value: str) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
 
 
-def session_owner(manifest: Manifest) -> tuple[str | None, str | None]:
-    """The owner as the catalog shows it (historyserver.catalog._owner): the collector's, else KubeRay's labels'."""
-    owner = manifest.owner
-    if owner.kind or owner.name:
-        return owner.kind, owner.name
-    if manifest.kubernetes.rayjob:
-        return "RayJob", manifest.kubernetes.rayjob
-    if manifest.kubernetes.raycluster:
-        return "RayCluster", manifest.kubernetes.raycluster
-    return None, None
-
-
 def _owner_matches(pattern: str, manifest: Manifest) -> bool:
-    kind, name = session_owner(manifest)
+    kind, name = manifest.owner_of()
     want_kind, sep, want_name = pattern.partition("/")
     if not sep:
         return name is not None and fnmatch.fnmatchcase(name, pattern)
