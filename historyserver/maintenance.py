@@ -18,7 +18,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from archive.storage import Storage
+from archive.storage import Storage, StoreUnreachable
 from maintenance.cleaner import Cleaner
 from maintenance.compactor import Compactor
 from maintenance.inventory import scan
@@ -36,6 +36,7 @@ class MaintenanceSettings:
     grace_s: float = 3600.0  # a mark stands, and a compacted part's originals stay, this long before deletion
     usage_interval_s: float = 900.0  # the usage gauges' listing, when no maintenance pass takes it; 0: never
     heartbeat_timeout_s: float = 90.0  # a session heard from more recently is running: never touched
+    first_delay_s: float = 60.0  # the first pass or listing after the server starts
 
 
 @dataclass
@@ -95,7 +96,9 @@ class Maintenance:
     def _step(self, name: str, work: Callable[..., object], *args: object) -> None:
         try:
             work(*args)
-        except Exception as exc:  # a store down, a bad object: said once per pass, the server goes on
+        except StoreUnreachable as exc:  # the store's watcher says it once, when it goes and when it is back
+            self.last_error = f"{name}: {exc}"
+        except Exception as exc:  # a bad object, a refused call: said once per pass, the server goes on
             self.last_error = f"{name}: {exc}"
             log.warning("maintenance %s failed: %s (the next pass tries again)", name, exc)
 
@@ -104,6 +107,8 @@ class Maintenance:
         interval = self.settings.interval_s if self.enabled else self.settings.usage_interval_s
         if interval <= 0:
             return
+        # Not at once: the first catalog load is what a starting server's store and CPU are for.
+        stop.wait(min(interval, self.settings.first_delay_s))
         while not stop.is_set():
             if self.enabled:
                 self.run_once()

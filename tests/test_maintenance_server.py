@@ -61,10 +61,10 @@ def test_the_server_runs_its_passes_and_shows_the_usage_on_metrics(tmp_path: Pat
     storage, old, _ = archive(tmp_path)
     policy = tmp_path / "policy.toml"
     policy.write_text('[defaults]\nmax_age = "30d"\n')
-    maintenance = MaintenanceSettings(interval_s=3600, policy=policy, grace_s=0)
+    maintenance = MaintenanceSettings(interval_s=3600, policy=policy, grace_s=0, first_delay_s=0)
     history = HistoryServer(storage, ServerSettings(cache_dir=tmp_path / "cache", maintenance=maintenance))
     with TestClient(create_app(history)) as client:
-        while history.maintenance.passes < 1:  # the first pass runs as the server starts
+        while history.maintenance.passes < 1:  # the first pass runs as the server starts (first_delay_s=0)
             threading.Event().wait(0.05)
         metrics = client.get("/metrics").text
     assert not keys_of(storage, old)
