@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ AIM_RATIO = 100
 FAILED_FILTER = "filter_keys=state&filter_predicates=%3D&filter_values=FAILED"
 # What `ray list tasks --limit 10000` asks the dashboard (ray.util.state's StateApiClient, Ray 2.60).
 CLI_QUERY = "limit=10000&timeout=30&detail=False&exclude_driver=True"
-FIRST_CALLS: list[float] = []  # the warm-up calls' times: each is what the first user of a filter waits
 
 
 @dataclass
@@ -65,11 +64,13 @@ class Measure:
     total: int | None
     failed: int | None
     note: str = ""
+    first: float | None = None  # the warm-up call: what the first caller of a filter waits
 
     def describe(self) -> str:
         counted = f"{self.rows:,} rows" + (f" of {self.total:,}" if self.total is not None else "")
         failed = f", {self.failed:,} FAILED" if self.failed is not None else ""
-        return f"{self.seconds:.3f} s; {counted}{failed}{self.note}"
+        first = f"; its first call {self.first:.3f} s" if self.first is not None else ""
+        return f"{self.seconds:.3f} s; {counted}{failed}{self.note}{first}"
 
 
 def get_json(url: str) -> Any:
@@ -77,18 +78,19 @@ def get_json(url: str) -> Any:
         return json.loads(answer.read())
 
 
-def timed(call: Callable[[], Any], repeat: int, warm_up: bool) -> tuple[list[float], Any]:
-    """Seconds of `repeat` calls (after one call if `warm_up`, whose time is noted apart) and the last answer."""
+def timed(call: Callable[[], Any], repeat: int, warm_up: bool) -> tuple[list[float], Any, float | None]:
+    """Seconds of `repeat` calls, the last answer, and the time of one call made first if `warm_up`."""
+    first = None
     if warm_up:
         started = time.perf_counter()
         call()
-        FIRST_CALLS.append(time.perf_counter() - started)
+        first = time.perf_counter() - started
     spent, answer = [], None
     for _ in range(repeat):
         started = time.perf_counter()
         answer = call()
         spent.append(time.perf_counter() - started)
-    return spent, answer
+    return spent, answer, first
 
 
 def list_measure(spent: list[float], body: dict[str, Any]) -> Measure:
@@ -131,26 +133,33 @@ def cli_measure(spent: list[float], rows: list[dict[str, Any]]) -> Measure:
 def measure_calls(base: str, address: str, repeat: int, warm_up: bool, whole_list: bool) -> dict[str, Measure]:
     """The three calls (four with `whole_list`) against a dashboard at `base`; `address` for `ray list`."""
     found: dict[str, Measure] = {}
-    spent, body = timed(lambda: get_json(f"{base}/api/v0/tasks?limit=100"), repeat, warm_up)
-    found["GET /api/v0/tasks?limit=100"] = list_measure(spent, body)
+
+    def measure(name: str, call: Callable[[], Any], judge: Callable[[list[float], Any], Measure]) -> None:
+        spent, answer, first = timed(call, repeat, warm_up)
+        found[name] = replace(judge(spent, answer), first=first)
+
+    measure("GET /api/v0/tasks?limit=100", lambda: get_json(f"{base}/api/v0/tasks?limit=100"), list_measure)
     # What a user asks next: the failed tasks. Ray's GCS applies a state filter itself, before its 10,000 cap.
-    spent, body = timed(lambda: get_json(f"{base}/api/v0/tasks?{FAILED_FILTER}&limit=10000"), repeat, warm_up)
-    found["GET /api/v0/tasks?state=FAILED&limit=10000"] = list_measure(spent, body)
-    spent, body = timed(lambda: get_json(f"{base}/api/v0/tasks/summarize"), repeat, warm_up)
-    found["GET /api/v0/tasks/summarize"] = summary_measure(spent, body)
-    spent, body = timed(lambda: get_json(f"{base}/api/v0/tasks?{CLI_QUERY}"), repeat, warm_up)
-    found["GET /api/v0/tasks?limit=10000 (what ray list asks)"] = list_measure(spent, body)
-    spent, rows = timed(lambda: ray_list(address, 10_000), repeat, warm_up)
-    found["ray list tasks --limit 10000"] = cli_measure(spent, rows)
+    measure(
+        "GET /api/v0/tasks?state=FAILED&limit=10000",
+        lambda: get_json(f"{base}/api/v0/tasks?{FAILED_FILTER}&limit=10000"),
+        list_measure,
+    )
+    measure("GET /api/v0/tasks/summarize", lambda: get_json(f"{base}/api/v0/tasks/summarize"), summary_measure)
+    measure(
+        "GET /api/v0/tasks?limit=10000 (what ray list asks)",
+        lambda: get_json(f"{base}/api/v0/tasks?{CLI_QUERY}"),
+        list_measure,
+    )
+    measure("ray list tasks --limit 10000", lambda: ray_list(address, 10_000), cli_measure)
     if whole_list:
-        spent, rows = timed(lambda: ray_list(address, 200_000), repeat, warm_up)
-        found["ray list tasks --limit 200000"] = cli_measure(spent, rows)
+        measure("ray list tasks --limit 200000", lambda: ray_list(address, 200_000), cli_measure)
     return found
 
 
 def cli_startup(repeat: int) -> float:
     """The `ray` CLI's own start (imports), which every `ray list` pays whatever answers it."""
-    spent, _ = timed(lambda: subprocess.run([RAY, "list", "--help"], capture_output=True, check=True), repeat, True)
+    spent, _, _ = timed(lambda: subprocess.run([RAY, "list", "--help"], capture_output=True, check=True), repeat, True)
     return statistics.median(spent)
 
 
@@ -273,9 +282,7 @@ def run(tasks: int, repeat: int, workdir: Path, window: int, ray_env: dict[str, 
         phases["first open (snapshot derived)"] = time.perf_counter() - started
         prefix = f"{base}/ray/{NAMESPACE}/{CLUSTER}/{session}"
         started = time.perf_counter()
-        FIRST_CALLS.clear()
         ours = measure_calls(prefix, prefix, repeat, warm_up=True, whole_list=True)
-        first_calls = list(FIRST_CALLS)
         phases["our calls"] = time.perf_counter() - started
         startup = cli_startup(repeat)
     finally:
@@ -293,10 +300,10 @@ def run(tasks: int, repeat: int, workdir: Path, window: int, ray_env: dict[str, 
         ("our summary.incomplete", ", ".join(f"{key} {value}" for key, value in incomplete.items())),
         ("first open on our server (snapshot derived)", f"{phases['first open (snapshot derived)']:.1f} s"),
     ]  # fmt: skip
-    for (call, ours_measure), first in zip(ours.items(), first_calls, strict=True):
+    for call, ours_measure in ours.items():
         theirs = live.get(call)
         rows.append((f"{call}: Ray live", theirs.describe() if theirs else "(not asked: Ray caps lists at 10,000)"))
-        rows.append((f"{call}: ours", f"{ours_measure.describe()}; its first call {first:.3f} s"))
+        rows.append((f"{call}: ours", ours_measure.describe()))
         if theirs:
             ratio = theirs.seconds / ours_measure.seconds
             verdict = "met" if ratio >= AIM_RATIO else "MISSED"
