@@ -42,3 +42,13 @@ def test_a_repeated_ray_list_is_the_same_bytes_from_memory(client: TestClient) -
     assert len(other.json()["data"]["result"]["result"]) == 8 and answers.hits == hits + 1
     refused = client.get(f"{BASE}/tasks", params={"limit": "x"})  # refused before any lookup
     assert refused.status_code == 400
+
+
+def test_a_repeated_task_summary_is_kept_and_a_refused_one_is_not(client: TestClient) -> None:
+    answers = client.app.state.history.answers  # type: ignore[attr-defined]
+    first = client.get(f"{BASE}/tasks/summarize")
+    hits = answers.hits
+    assert client.get(f"{BASE}/tasks/summarize").content == first.content and answers.hits == hits + 1
+    for _ in range(2):  # Ray's 400, computed again each time: an error is never kept
+        assert client.get(f"{BASE}/tasks/summarize", params={"summary_by": "colour"}).status_code == 400
+    assert answers.hits == hits + 1

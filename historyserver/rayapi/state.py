@@ -71,15 +71,8 @@ def _list_route(resource: Resource) -> None:
 
         def answer() -> Response:
             opts = _options(request)  # a bad value is refused before anything is looked up
-
-            def encoded() -> bytes:
-                return bytes(list_reply(**listing(opened, resource, opts, opts.limit)).body)
-
-            # What the answer depends on: the session's raw parts and how it ended (not when its snapshot was
-            # written, which changes as on-demand tables are added), and the request.
-            key = (opened.ref, opened.snapshot.manifest.parts, opened.end, resource.name,
-                   tuple(sorted(request.query_params.multi_items())))  # fmt: skip
-            return Response(server_of(request).answers.get(key, encoded), media_type=RayJSON.media_type)
+            return _kept(request, opened, resource.name, lambda: list_reply(**listing(opened, resource, opts,
+                                                                                       opts.limit)))  # fmt: skip
 
         return _refusing(answer)
 
@@ -104,14 +97,21 @@ def summarize_tasks(request: Request) -> Response:
             summary = by_lineage(found["result"], listing(opened, ACTORS, Options(detail=True), None)["result"])
             counts = found["total"], found["num_after_truncation"], found["num_filtered"]
         else:
-            # What Ray's dashboard and `ray summary tasks` ask, unfiltered, is computed once per opened session.
-            def summarize() -> tuple[tuple[int, int, int], dict[str, Any]]:
-                return _func_name_summary(opened, opts)
-
-            counts, summary = opened.memoized(("ray_task_summary",), summarize) if not opts.filters else summarize()
+            counts, summary = _func_name_summary(opened, opts)
         return list_reply(*counts, {"node_id_to_summary": {"cluster": summary}})
 
-    return _refusing(answer)
+    # Ray's dashboard and `ray summary tasks` ask the same summary again and again.
+    return _refusing(lambda: _kept(request, opened, "tasks/summarize", answer))
+
+
+def _kept(request: Request, opened: OpenSession, name: str, compute: Callable[[], Response]) -> Response:
+    """The answer to this request, computed once and then kept (historyserver.answers). It depends on the
+    session's raw parts and how it ended (not on when its snapshot was written, which changes as on-demand
+    tables are added), and on the request's path and query."""
+    key = (opened.ref, opened.snapshot.manifest.parts, opened.end, name,
+           tuple(sorted(request.query_params.multi_items())))  # fmt: skip
+    body = server_of(request).answers.get(key, lambda: bytes(compute().body))
+    return Response(body, media_type=RayJSON.media_type)
 
 
 def _func_name_summary(opened: OpenSession, opts: Options) -> tuple[tuple[int, int, int], dict[str, Any]]:
