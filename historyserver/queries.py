@@ -150,41 +150,84 @@ class Ordering:
     opened session's tables never change (a running session is opened anew when its events do). A page,
     and people page through a filter, is then a range of positions and its total the count of them.
     The `keep` most recently used are kept.
+
+    No lock is held while a page is read: under load a thread waiting for the CPU inside a query would
+    hold every other page of the session behind it. A numbering evicted while pages read it is dropped
+    by the last of them.
     """
 
     def __init__(self, db: duckdb.DuckDBPyConnection, table: Table, keep: int = 16) -> None:
         self.db = db
         self.table = table
         self.keep = keep
-        self._built: OrderedDict[tuple[Any, ...], tuple[str, int]] = OrderedDict()  # key -> (table, rows)
+        self._built: OrderedDict[tuple[Any, ...], _Numbering] = OrderedDict()
         self._made = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the dict and the readers' counts; never held across a query
+        self._building = threading.Lock()  # one numbering built at a time (each sorts the whole table)
 
     def page(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], order: str, limit: int,
              offset: int) -> tuple[int, list[int]]:  # fmt: skip
         """(how many rows match, the row ids of the page). `where` and `order` may name the table `t`."""
-        # One lock for building, reading and dropping: a page never reads a table being dropped.
-        with self._lock:
-            name, total = self._positions(where, params, order)
-            sql = f'SELECT id FROM "{name}" WHERE position > ? AND position <= ? ORDER BY position'
-            return total, [row[0] for row in cur.execute(sql, [offset, offset + limit]).fetchall()]
+        numbering = self._numbering(cur, (where, *params, order), where, params, order)
+        try:
+            sql = f'SELECT id FROM "{numbering.name}" WHERE position > ? AND position <= ? ORDER BY position'
+            return numbering.total, [row[0] for row in cur.execute(sql, [offset, offset + limit]).fetchall()]
+        finally:
+            self._release(cur, numbering)
 
-    def _positions(self, where: str, params: list[Any], order: str) -> tuple[str, int]:
-        key = (where, *params, order)
-        if key in self._built:
-            self._built.move_to_end(key)
-            return self._built[key]
-        name = f"_order_{self.table.name}_{self._made}"
-        self._made += 1
-        self.db.execute(f"""CREATE TABLE "{name}" AS SELECT * FROM (
-            SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}" t {where}
-        ) ORDER BY position""", params)  # fmt: skip
-        [(total,)] = self.db.execute(f'SELECT count(*) FROM "{name}"').fetchall()
-        self._built[key] = (name, total)
-        while len(self._built) > self.keep:
-            dropped, _ = self._built.popitem(last=False)[1]
-            self.db.execute(f'DROP TABLE "{dropped}"')
-        return name, total
+    def _numbering(self, cur: duckdb.DuckDBPyConnection, key: tuple[Any, ...], where: str, params: list[Any],
+                   order: str) -> _Numbering:  # fmt: skip
+        """The numbering for `key`, built if need be, with one more reader (give it back with _release)."""
+        found = self._kept(key)
+        if found is not None:
+            return found
+        with self._building:
+            found = self._kept(key)  # built by another request meanwhile
+            if found is not None:
+                return found
+            name = f"_order_{self.table.name}_{self._made}"
+            self._made += 1
+            cur.execute(f"""CREATE TABLE "{name}" AS SELECT * FROM (
+                SELECT row_number() OVER (ORDER BY {order}) AS position, rowid AS id FROM "{self.table.name}" t
+                {where}) ORDER BY position""", params)  # fmt: skip
+            [(total,)] = cur.execute(f'SELECT count(*) FROM "{name}"').fetchall()
+            built = _Numbering(name, total, readers=1)
+            with self._lock:
+                self._built[key] = built
+                evicted = []
+                while len(self._built) > self.keep:
+                    _, old = self._built.popitem(last=False)
+                    old.evicted = True
+                    if old.readers == 0:
+                        evicted.append(old.name)
+            for old_name in evicted:
+                cur.execute(f'DROP TABLE "{old_name}"')
+            return built
+
+    def _kept(self, key: tuple[Any, ...]) -> _Numbering | None:
+        with self._lock:
+            found = self._built.get(key)
+            if found is not None:
+                self._built.move_to_end(key)
+                found.readers += 1
+            return found
+
+    def _release(self, cur: duckdb.DuckDBPyConnection, numbering: _Numbering) -> None:
+        with self._lock:
+            numbering.readers -= 1
+            last = numbering.evicted and numbering.readers == 0
+        if last:
+            cur.execute(f'DROP TABLE "{numbering.name}"')
+
+
+@dataclass
+class _Numbering:
+    """A numbering's table, its row count, and how many pages read it now (dropped once evicted and unread)."""
+
+    name: str
+    total: int
+    readers: int = 0
+    evicted: bool = False
 
 
 def one(cur: duckdb.DuckDBPyConnection, table: Table, **key: Any) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import duckdb
 import pytest
 
@@ -43,6 +45,29 @@ def test_pages_through_kept_orderings_match_a_plain_query_even_after_eviction(db
             assert (total, [item["task_id"] for item in items]) == expected(db, where, sort, 20, offset)
     tables = {name for (name,) in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert len(tables - {"tasks"}) == 2, "orderings beyond `keep` are dropped"
+
+
+def test_pages_read_in_parallel_while_orderings_are_evicted_all_answer_right(db: duckdb.DuckDBPyConnection) -> None:
+    # No lock is held across a page's query: a numbering evicted while others read it must still answer them,
+    # and be dropped by the last one.
+    ordering = queries.Ordering(db, TASKS, keep=2)
+    asks = [({"state": "FAILED"}, "-duration_ms", "AND state = 'FAILED'"),
+            ({"func_or_class_name": "f1"}, "duration_ms", "AND func_or_class_name = 'f1'"),
+            ({}, "-creation_time_ms", ""), ({}, "-duration_ms", "")]  # fmt: skip
+    wanted = {(i, offset): expected(db, where, sort, 20, offset)
+              for i, (_, sort, where) in enumerate(asks) for offset in (0, 40)}  # fmt: skip
+
+    def read(i: int, offset: int) -> tuple[int, list[str]]:
+        filters, sort, _ = asks[i]
+        total, items = queries.page(db.cursor(), TASKS, queries.ListQuery(filters, sort, 20, offset), ordering)
+        return total, [item["task_id"] for item in items]
+
+    calls = [(i, offset) for _ in range(10) for i in range(len(asks)) for offset in (0, 40)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda call: read(*call), calls))
+    assert answers == [wanted[call] for call in calls]
+    tables = {name for (name,) in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert len(tables - {"tasks"}) == 2, "evicted orderings are dropped once nobody reads them"
 
 
 def test_drivers_tasks_only_when_asked(db: duckdb.DuckDBPyConnection) -> None:
