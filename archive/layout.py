@@ -10,6 +10,7 @@ snapshots/{namespace}/{cluster}/{session}/{table}.parquet
 snapshots/{namespace}/{cluster}/{session}/snapshot.json
 logins/{digest}.json                                             a browser's login on the history server
 catalog/{namespace}.parquet                                      the history server's index of a namespace's documents
+jobindex/{namespace}.parquet                                     the history server's job index of a namespace
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _SEQ = re.compile(r"^[0-9A-Za-z-]{1,120}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 LOGINS_PREFIX = "logins/"
 CATALOG_INDEX_PREFIX = "catalog/"
+JOB_INDEX_PREFIX = "jobindex/"
 _COMPACTED = re.compile(r"^compacted-(?P<first>[0-9A-Za-z-]+)_(?P<last>[0-9A-Za-z-]+)\.parquet$")
 
 
@@ -174,6 +176,23 @@ def parse_catalog_index_key(key: str) -> str | None:
     if not key.startswith(CATALOG_INDEX_PREFIX) or not key.endswith(".parquet"):
         return None
     namespace = key[len(CATALOG_INDEX_PREFIX) : -len(".parquet")]
+    try:
+        return check_name("namespace", namespace)
+    except InvalidName:
+        return None
+
+
+def job_index_key(namespace: str) -> str:
+    """The history server's job index of one namespace's ended sessions (archive.job_index). Its own prefix: no
+    key under catalog/ (parse_catalog_index_key), nor anything a reader of another prefix lists."""
+    return f"{JOB_INDEX_PREFIX}{check_name('namespace', namespace)}.parquet"
+
+
+def parse_job_index_key(key: str) -> str | None:
+    """The namespace of a job index key, or None for any other key."""
+    if not key.startswith(JOB_INDEX_PREFIX) or not key.endswith(".parquet"):
+        return None
+    namespace = key[len(JOB_INDEX_PREFIX) : -len(".parquet")]
     try:
         return check_name("namespace", namespace)
     except InvalidName:
