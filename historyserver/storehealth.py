@@ -177,13 +177,13 @@ class WatchedStorage:
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
         kind = _kind(prefix)
         probe = self._admit("list", kind)
         listed = 0
         outcome = "aborted"
         try:
-            for info in self.inner.list(prefix):
+            for info in self.inner.list(prefix, start_after=start_after):
                 listed += 1
                 yield info
             outcome = "ok"

@@ -53,9 +53,9 @@ class CountingStorage:
         self._count("get")
         return self.inner.get(key)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
         self._count("list")
-        return self.inner.list(prefix)
+        return self.inner.list(prefix, start_after=start_after)
 
     def delete(self, key: str) -> None:
         self._count("delete")

@@ -159,8 +159,8 @@ class CrashingStorage:
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:  # type: ignore[override]
-        return list(self.inner.list(prefix))
+    def list(self, prefix: str = "", start_after: str | None = None) -> list[ObjectInfo]:  # type: ignore[override]
+        return list(self.inner.list(prefix, start_after=start_after))
 
     def delete(self, key: str) -> None:
         self._tick("delete")

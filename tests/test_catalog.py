@@ -51,8 +51,8 @@ class CountingStorage:
             raise StorageError(f"the store did not answer for {key}")
         return self.inner.get(key)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)

@@ -49,8 +49,9 @@ class Storage(Protocol):
         """The object's bytes; ObjectNotFound if there is none."""
         ...
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with `prefix`, in key order."""
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in key order; with `start_after`, only the keys after it
+        (S3's StartAfter: a listing that begins there costs requests for what follows only)."""
         ...
 
     def delete(self, key: str) -> None:

@@ -156,7 +156,7 @@ class LocalStorage:
                 break
             parent = parent.parent
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
         check_prefix(prefix)
         # Only the directory holding the prefix's last segment needs walking.
         head, _, _ = prefix.rpartition("/")
@@ -166,9 +166,9 @@ class LocalStorage:
                 raise InvalidKey(f"archive prefix {prefix!r} resolves outside the archive root {self.root}")
         except OSError as exc:
             raise self._os_error("listing", prefix, exc) from exc
-        yield from self._walk(start, head + "/" if head else "", prefix)
+        yield from self._walk(start, head + "/" if head else "", prefix, start_after or "")
 
-    def _walk(self, directory: Path, key_prefix: str, prefix: str) -> Iterator[ObjectInfo]:
+    def _walk(self, directory: Path, key_prefix: str, prefix: str, after: str) -> Iterator[ObjectInfo]:
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
@@ -198,11 +198,12 @@ class LocalStorage:
         for name, entry, is_dir in named:
             key = key_prefix + name
             if is_dir:
-                # Descend only where keys can still match the prefix.
-                if key.startswith(prefix) or prefix.startswith(key):
-                    yield from self._walk(Path(entry.path), key, prefix)
+                # Descend only where keys can still match the prefix, and can still come after `after`: every
+                # key below "d/" is after it if "d/" is, and before it if "d/" is before and no prefix of it.
+                if (key.startswith(prefix) or prefix.startswith(key)) and (key > after or after.startswith(key)):
+                    yield from self._walk(Path(entry.path), key, prefix, after)
                 continue
-            if _is_temp_name(entry.name) or not key.startswith(prefix):
+            if _is_temp_name(entry.name) or not key.startswith(prefix) or key <= after:
                 continue
             try:
                 st = entry.stat()

@@ -276,8 +276,8 @@ class S3Storage:
                 return
             raise error from exc
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects under `prefix` in key order.
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects under `prefix` in key order (after `start_after`: ListObjectsV2's StartAfter).
 
         S3 promises key order, but SeaweedFS lists a filer directory walk ("a/b" before "a-b/c"),
         so the listing is gathered and sorted before the first yield: list by the narrowest
@@ -287,7 +287,10 @@ class S3Storage:
         root = f"{self.prefix}/" if self.prefix else ""
         paginator = self._client.get_paginator("list_objects_v2")
         found: list[tuple[str, int, int]] = []
-        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=root + prefix))
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root + prefix}
+        if start_after:
+            request["StartAfter"] = root + start_after
+        pages = iter(paginator.paginate(**request))
         try:
             # Each page is a request of its own, with its own budget: a long listing is not one call.
             while (page := self._within_budget("listing", prefix, lambda: next(pages, None))) is not None:
@@ -295,6 +298,9 @@ class S3Storage:
                     full: str = obj["Key"]
                     # Folder markers ("dir/") made by consoles or filer-backed stores are not objects.
                     if full.endswith("/") or not full.startswith(root):
+                        continue
+                    # A store walking its folders may not honour StartAfter by byte order: kept to it here.
+                    if start_after and full[len(root) :] <= start_after:
                         continue
                     modified = obj["LastModified"]
                     mtime_ns = int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000
