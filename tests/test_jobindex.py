@@ -82,3 +82,41 @@ def test_a_session_is_replaced_whole_and_forgotten_when_it_leaves_the_archive(in
 def test_bad_queries_say_why(index: JobIndex, query: JobQuery) -> None:
     with pytest.raises(BadRequest):
         index.list_jobs(query)
+
+
+def test_every_page_at_every_depth_is_the_single_order_by_one_with_ties_and_nulls() -> None:
+    """A page is found in steps (historyserver.jobsearch); it must be exactly what one ORDER BY ... LIMIT ...
+    OFFSET over the whole sort, tie-break included, gives: ties at a page's edges, nulls last, either way."""
+    index = JobIndex()
+    rows = []
+    for number in range(60):
+        start = None if number % 7 == 0 else 1_000 + (number % 9) * 10  # many ties, and nulls
+        rows.append({"submission_id": None if number % 5 == 0 else f"s{number % 4}", "job_id": f"{number:08x}",
+                     "status": ("FAILED", "SUCCEEDED", "RUNNING")[number % 3], "start_time_ms": start,
+                     "end_time_ms": None if number % 11 == 0 else 5_000,
+                     "entrypoint": f"python {number % 4}.py"})  # fmt: skip
+    index.put([entry(namespace, f"s{part}", jobs(*rows[part::6])) for part, namespace in
+               enumerate(("a", "b", "a", "c", "b", "a"))])  # fmt: skip
+    for sort in ("start_time_ms", "-start_time_ms", "status", "-duration_ms", "submission_id", "-entrypoint"):
+        _, everything = index.list_jobs(JobQuery(sort=sort, limit=1000))
+        expected = ordered(index, sort)
+        assert [key(item) for item in everything] == expected
+        for limit in (1, 4, 7):
+            for offset in range(0, 62, 3):
+                total, items = index.list_jobs(JobQuery(sort=sort, limit=limit, offset=offset))
+                assert total == 60 and [key(item) for item in items] == expected[offset : offset + limit]
+
+
+def key(item: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    return item["session"], item["submission_id"], item["job_id"]
+
+
+def ordered(index: JobIndex, sort: str) -> list[tuple[str, str | None, str | None]]:
+    """The order as one ORDER BY says it, from the table itself."""
+    column = sort.removeprefix("-")
+    direction = "DESC" if sort.startswith("-") else "ASC"
+    found = index._db.execute(
+        f"SELECT session, submission_id, job_id FROM jobs WHERE NOT is_hidden ORDER BY {column} {direction} "
+        "NULLS LAST, path, submission_id NULLS LAST, job_id NULLS LAST"
+    ).fetchall()
+    return [tuple(row) for row in found]
