@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -27,13 +27,13 @@ from .errors import BadRequest, Expired, NotFound, Unavailable
 from .limits import Busy
 from .login import AccessSettings, AuthMiddleware, Gate
 from .maintenance import UsageGauges
+from .served import Served
 from .server import HistoryServer
 from .storehealth import WatchedStorage
 from .views import compare, entities, events, jobs, logs, metrics, sessions, sql, tasks, timeline
-from .views.common import FastJSON, page_context
+from .views.common import API, FastJSON, page_context
 from .views.pages import render
 
-API = "/api/v1"
 # When to ask again after the store failed a request: soon, the probe of an outage takes its budget at most.
 STORE_RETRY_AFTER_S = 5
 SESSION_PARAMS = ("namespace", "cluster", "session")
@@ -58,7 +58,6 @@ def create_app(history: HistoryServer, access: AccessSettings | None = None) -> 
     )  # fmt: skip
     app.state.history = history
     registry = CollectorRegistry()
-    answered = Counter("ray_history_server_requests", "Requests answered, by status.", ["status"], registry=registry)
     gauges = {
         "ray_history_server_snapshots_derived": ("Sessions whose raw events this server replayed.",
                                                  lambda: history.sessions.snapshots.derived),
@@ -169,14 +168,9 @@ def create_app(history: HistoryServer, access: AccessSettings | None = None) -> 
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
         return _error(request, 400, "Bad request", f"bad parameters: {reasons}")
 
-    # Added before `count`, so inside it: refused requests are counted too.
+    # Added before `Served`, so inside it: refused requests are counted and timed too.
     app.add_middleware(AuthMiddleware, gate=gate)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        answered.labels(str(response.status_code)).inc()
-        return response
+    app.add_middleware(Served, registry=registry)
 
     # Both on the event loop, not in the thread pool: requests waiting on a frozen store must not hold up probes.
     @app.get("/healthz", include_in_schema=False)

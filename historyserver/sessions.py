@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,12 @@ class OpenSession:
         # Summaries of a session that no longer changes are computed once each (a running session is
         # opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
+
+    def answer_key(self, name: str, query: Iterable[tuple[str, str]]) -> tuple[Any, ...]:
+        """What identifies an answer of this session kept for repeated requests (historyserver.answers): its
+        raw parts and how it ended (not when its snapshot was written, which changes as on-demand tables are
+        added), the answer's name and the request's query in a canonical order."""
+        return (self.ref, self.snapshot.manifest.parts, self.end, name, tuple(sorted(query)))
 
     def memoized(self, key: tuple[str, ...], compute: Callable[[], Any]) -> Any:
         """`compute()` once per key for as long as this snapshot is open (two callers may both compute it)."""

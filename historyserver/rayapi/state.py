@@ -105,11 +105,8 @@ def summarize_tasks(request: Request) -> Response:
 
 
 def _kept(request: Request, opened: OpenSession, name: str, compute: Callable[[], Response]) -> Response:
-    """The answer to this request, computed once and then kept (historyserver.answers). It depends on the
-    session's raw parts and how it ended (not on when its snapshot was written, which changes as on-demand
-    tables are added), and on the request's path and query."""
-    key = (opened.ref, opened.snapshot.manifest.parts, opened.end, name,
-           tuple(sorted(request.query_params.multi_items())))  # fmt: skip
+    """The answer to this request, computed once and then kept (historyserver.answers)."""
+    key = opened.answer_key(name, request.query_params.multi_items())
     body = server_of(request).answers.get(key, lambda: bytes(compute().body))
     return Response(body, media_type=RayJSON.media_type)
 

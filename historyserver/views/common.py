@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from ..sessions import OpenSession
 from .pages import render
 
 SESSION_PATH = "/sessions/{namespace}/{cluster}/{session}"
+API = "/api/v1"
 
 
 def server_of(request: Request) -> HistoryServer:
@@ -73,6 +75,23 @@ def listing(total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
 NO_ROWS: dict[str, Any] = {"total": 0, "items": []}
 
 
+@dataclass(frozen=True)
+class Kept:
+    """An answer encoded once and kept for the same request again (historyserver.answers): the JSON twin sends
+    its bytes as they are, the page decodes them."""
+
+    body: bytes
+
+
+def kept(request: Request, opened: OpenSession, compute: Callable[[], Any]) -> Kept:
+    """`compute()`'s answer for this request of `opened`, from the kept answers when asked before. For lists
+    of a big session (a page of a million tasks costs milliseconds of CPU, many people look at the same
+    first pages); the request has passed every check of the session (it exists, the viewer may see it)."""
+    name = request.url.path.removeprefix(API)  # the page and its JSON twin share one answer
+    key = opened.answer_key(name, request.query_params.multi_items())
+    return Kept(server_of(request).answers.get(key, lambda: msgspec.json.encode(compute())))
+
+
 class Views:
     """A resource's routes: `api` (mounted under /api/v1) and `pages` (mounted at the root)."""
 
@@ -94,6 +113,8 @@ class Views:
             @functools.wraps(view)
             def as_json(**arguments: Any) -> Response:
                 data = view(**arguments)
+                if isinstance(data, Kept):
+                    return Response(data.body, media_type=FastJSON.media_type)
                 return data if isinstance(data, Response) else FastJSON(data)
 
             self.api.get(path, **options)(as_json)
@@ -110,6 +131,8 @@ class Views:
                         return render(arguments["request"], template, 400, data=refused, refused=str(exc), **context)
                     if isinstance(data, Response):
                         return data
+                    if isinstance(data, Kept):
+                        data = msgspec.json.decode(data.body)
                     return render(arguments["request"], template, data=data, **context)
 
                 self.pages.get(path)(as_page)

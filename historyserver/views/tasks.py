@@ -9,7 +9,7 @@ from fastapi import Query, Request
 from .. import outputs, queries
 from ..errors import NotFound
 from ..retention import note
-from .common import NO_ROWS, SESSION_PATH, Views, listing, open_session
+from .common import NO_ROWS, SESSION_PATH, Kept, Views, kept, listing, open_session
 
 views = Views("tasks")
 
@@ -27,14 +27,15 @@ def list_tasks(
     limit: int = 100, offset: int = 0,
     detail: bool = Query(False, description="every column (state times, log offsets, resources, runtime env...), "
                          "as Ray's state API with detail; else the columns a list shows"),
-) -> dict[str, Any]:  # fmt: skip
+) -> Kept:  # fmt: skip
     """A page of task attempts, and how many match."""
     opened = open_session(request, namespace, cluster, session)
     filters = {"job_id": job_id, "state": state, "func_or_class_name": func_or_class_name, "name": name,
                "node_id": node_id, "actor_id": actor_id, "type": task_type, "error_type": error_type}  # fmt: skip
     include_hidden = include_drivers or task_type == "DRIVER_TASK"
     query = queries.ListQuery(filters, sort, limit, offset, detail, include_hidden)
-    return listing(*queries.page(opened.cursor(), queries.TASKS, query, opened.task_order))
+    return kept(request, opened, lambda: listing(*queries.page(opened.cursor(), queries.TASKS, query,
+                                                               opened.task_order)))  # fmt: skip
 
 
 @views.get(SESSION_PATH + "/tasks/summary")
