@@ -34,6 +34,7 @@ import math
 import os
 import random
 import re
+import secrets
 import sys
 import time
 from collections import Counter, deque
@@ -49,7 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from archive import documents, layout
+from archive import changes, documents, layout
 from archive.events import (
     body_key_for,
     dashboard_answer_to_rows,
@@ -2581,6 +2582,11 @@ def put_object(storage: Storage, key: str, data: bytes, ref: SessionRef, kind: s
     storage.put(key, data, tags=layout.object_tags(kind, ref))
 
 
+def journal(storage: Storage, ref: SessionRef) -> None:
+    """The change marker a writer of the session's documents puts after them (archive.changes), by this clock."""
+    put_object(storage, changes.change_key(ref, changes.now_ms(), secrets.token_hex(4)), b"", ref, "changes")
+
+
 @dataclass
 class PartStats:
     rows: int = 0
@@ -2770,6 +2776,7 @@ def write_session_documents(storage: Storage, cast: Cast, writer: PartWriter, en
         reason="the collector was stopped (the cluster is shutting down)",
     )
     put_object(storage, layout.closed_key(ref), documents.encode(closed), ref, "sessions")
+    journal(storage, ref)
 
 
 # --- one session ----------------------------------------------------------------------------------
@@ -3347,6 +3354,7 @@ def _put_session(storage: Storage, ref: SessionRef, items: list[tuple[str, bytes
         (storage.root / layout.session_prefix(ref) / "nodes").mkdir(parents=True, exist_ok=True)
     for key, data in items:
         put_object(storage, key, data, ref, "sessions")
+    journal(storage, ref)  # one marker for the session's documents, as its last writer's would be
 
 
 def write_catalog(

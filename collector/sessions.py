@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from archive import documents, layout
+from archive import changes, documents, layout
 from archive.storage import Storage
 
 from .config import CollectorConfig
@@ -112,4 +112,8 @@ class SessionDocuments:
         self._put(layout.closed_key(self.ref(session)), documents.encode(closed), session)
 
     def _put(self, key: str, data: bytes, session: str) -> None:
-        self.storage.put(key, data, tags=layout.object_tags("sessions", self.ref(session)))
+        ref = self.ref(session)
+        self.storage.put(key, data, tags=layout.object_tags("sessions", ref))
+        # After the document: a reader of the journal who sees the marker sees the document (archive.changes).
+        # A failure raises as the document's would, so that the caller writes both again.
+        changes.record(self.storage, ref)

@@ -70,7 +70,9 @@ class Maintenance:
             self.last_error = None
             grace_ms = int(self.settings.grace_s * 1000)
             if self.policy is not None:
-                self._step("retention", self._retention, grace_ms)
+                self._step("retention", self._retention, grace_ms)  # its cleaner prunes the journal too
+            else:
+                self._step("journal", Cleaner(self.storage).prune_journal)
             self._step("compaction", self._compaction)
             self._step("usage", self.take_usage)
             self.passes += 1
@@ -102,11 +104,15 @@ class Maintenance:
             self.last_error = f"{name}: {exc}"
             log.warning("maintenance %s failed: %s (the next pass tries again)", name, exc)
 
-    def loop(self, stop: threading.Event) -> None:
-        """Passes (or, when maintenance is off, usage listings) until `stop` is set."""
+    def loop(self, stop: threading.Event, after: threading.Event | None = None) -> None:
+        """Passes (or, when maintenance is off, usage listings) until `stop` is set; the first once `after` is
+        (the catalog's first load: a usage listing during it would list sessions/ a second time)."""
         interval = self.settings.interval_s if self.enabled else self.settings.usage_interval_s
         if interval <= 0:
             return
+        while after is not None and not after.wait(1.0):
+            if stop.is_set():
+                return
         # Not at once: the first catalog load is what a starting server's store and CPU are for.
         stop.wait(min(interval, self.settings.first_delay_s))
         while not stop.is_set():

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from archive import documents, layout
+from archive import changes, documents, layout
 from archive.storage import ObjectInfo, ObjectNotFound, Storage
 
 from .inventory import RETENTION
@@ -50,12 +50,14 @@ class ApplyReport:
     kinds_expired: int = 0  # a session's kind whose objects were deleted
     objects_deleted: int = 0
     bytes_deleted: int = 0
+    journal_deleted: int = 0  # change markers past the journal's retention (archive.changes)
     waiting: list[tuple[str, int]] = field(default_factory=list)  # (session path, when its objects may go)
 
     def to_json(self) -> dict[str, object]:
         return {
             "marked": self.marked, "sessions_deleted": self.sessions_deleted, "kinds_expired": self.kinds_expired,
             "objects_deleted": self.objects_deleted, "bytes_deleted": self.bytes_deleted,
+            "journal_deleted": self.journal_deleted,
             "waiting": [{"session": path, "delete_after_ms": after} for path, after in self.waiting],
         }  # fmt: skip
 
@@ -80,7 +82,13 @@ class Cleaner:
             # Sessions at once; within one, its objects in order, its retention document last. A failure is
             # raised once the others are done: the marks left say what remains.
             list(pool.map(lambda pair: self._delete_due(*pair, report), due))
+        report.journal_deleted = self.prune_journal()
         return report
+
+    def prune_journal(self) -> int:
+        """Delete the change markers past the journal's retention (archive.changes); how many. By the real
+        clock, never `now_ms` (a what-if's time): readers trust the journal for a day back from now."""
+        return changes.prune(self.storage)
 
     # -- phase 1 ----------------------------------------------------------------------------------------
 
@@ -95,6 +103,7 @@ class Cleaner:
         merged = merge(current or documents.Retention(), entry, self.now_ms, self.grace_ms)
         if merged != current:
             self.storage.put(key, documents.encode(merged), tags=layout.object_tags("sessions", entry.ref))
+            changes.record(self.storage, entry.ref)  # the server's catalog hides the session at its next refresh
             with self._lock:
                 report.marked += 1
         return merged
@@ -123,6 +132,7 @@ class Cleaner:
             self._delete((info for info in session if not info.key.endswith("/" + RETENTION)), report)
             # Last: until now the mark hid what was left, and told a rerun what remains.
             self._delete((info for info in session if info.key.endswith("/" + RETENTION)), report)
+            changes.record(self.storage, ref)
             with self._lock:
                 report.sessions_deleted += 1
             log.info("%s: deleted (%s)", ref.path, retention.deleted.reason)

@@ -11,6 +11,8 @@ failed jobs included, plus a margin (`[lifecycle] margin`, 7 days by default):
   only be shorter; a kind no rule limits gets no rule at all;
 - `sessions/` lives as long as the longest data kind: the documents (and the retention mark) must
   outlive the data they describe;
+- always a rule expiring the change journal (`{root}changes/`, archive.changes) after its retention: the
+  cleaner prunes it too, but only where retention runs;
 - always a housekeeping rule for the whole archive: AbortIncompleteMultipartUpload, the removal of
   noncurrent versions after the margin (on a versioned bucket a delete only hides the data) and of
   expired delete markers.
@@ -29,6 +31,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from archive import changes
 from archive.storage import Storage, StorageError
 
 from .inventory import SESSIONS
@@ -37,6 +40,9 @@ from .policy import DAY_MS, KINDS, Policy, Rule
 ID_PREFIX = "ray-history"
 MAX_ID = 255  # S3's limit on a rule's ID
 MAX_RULES = 1000  # S3's limit on rules per bucket
+# A bucket's expiry counts whole days from creation (rounded up to the next midnight UTC): never before the
+# journal's retention, which readers rely on.
+JOURNAL_DAYS = math.ceil(changes.RETENTION_MS / DAY_MS)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,11 @@ def s3_configuration(policy: Policy, root: str = "") -> dict[str, Any]:
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": policy.abort_multipart_days},
         "NoncurrentVersionExpiration": {"NoncurrentDays": margin_days},
         "Expiration": {"ExpiredObjectDeleteMarker": True},
+    }, {
+        "ID": _rule_id(root, "change journal"),
+        "Status": "Enabled",
+        "Filter": {"Prefix": f"{root}{changes.PREFIX}"},
+        "Expiration": {"Days": JOURNAL_DAYS},
     }]  # fmt: skip
     for expiry in expiries(policy):
         prefix = f"{root}{expiry.kind}/"
@@ -143,6 +154,8 @@ def minio_commands(policy: Policy, target: str, root: str = "") -> list[str]:
         "# MinIO aborts incomplete multipart uploads by itself (api stale_uploads_expiry, 24h by default);",
         "# --apply puts the AbortIncompleteMultipartUpload rule through the S3 API instead.",
         f"mc ilm rule add --prefix {shlex.quote(root)} --noncurrent-expire-days {margin_days} --expire-delete-marker "
+        f"{shlex.quote(target)}",
+        f"mc ilm rule add --prefix {shlex.quote(root + changes.PREFIX)} --expire-days {JOURNAL_DAYS} "
         f"{shlex.quote(target)}",
     ]
     for expiry in expiries(policy):

@@ -196,7 +196,9 @@ def test_the_cli_on_seaweedfs(archive: S3Storage, seaweed: SeaweedFS, monkeypatc
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert {entry["session"] for entry in shown["sessions"]} == {ref.session for ref in refs.values()}
-    assert shown["applied"]["sessions_deleted"] == 3 and keys(archive) == set()
+    # Nothing is left but the change journal's markers of the deletions (archive.changes; pruned after a day).
+    left = {key for key in keys(archive) if not key.startswith("changes/")}
+    assert shown["applied"]["sessions_deleted"] == 3 and left == set()
 
 
 # -- the bucket backstop -----------------------------------------------------------------------------
@@ -261,9 +263,10 @@ def test_lifecycle_is_accepted_by_seaweedfs(seaweed: SeaweedFS, archive: S3Stora
     client = s3_client(seaweed.endpoint_url, seaweed.access_key, seaweed.secret_key)
     stored = client.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
     ours = [rule for rule in stored if lifecycle.owns(rule["ID"], f"{archive.prefix}/")]
-    assert len(ours) == applied.rules == 1 + 5  # housekeeping, and sessions + the four kinds
+    assert len(ours) == applied.rules == 2 + 5  # housekeeping, the change journal, and sessions + the four kinds
     assert {rule["ID"].split("] ")[1]: rule.get("Expiration", {}).get("Days") for rule in ours} == {
         "housekeeping": None,
+        "change journal": 1,
         "sessions": 37,
         "events": 37,
         "logs": 21,
@@ -277,4 +280,5 @@ def test_minio_commands_say_the_same_rules() -> None:
     commands = lifecycle.minio_commands(policy, "myminio/archive", "ray/")
     assert "mc ilm rule add --prefix ray/logs/ --expire-days 21 myminio/archive" in commands
     assert any("--noncurrent-expire-days 7 --expire-delete-marker" in line for line in commands)
-    assert sum(line.startswith("mc ilm rule add") for line in commands) == 1 + 5
+    assert "mc ilm rule add --prefix ray/changes/ --expire-days 1 myminio/archive" in commands
+    assert sum(line.startswith("mc ilm rule add") for line in commands) == 2 + 5

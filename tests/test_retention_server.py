@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from archive import documents, layout
+from archive import changes, documents, layout
 from archive.storage import S3Options, Storage
 from archive.storage.local import LocalStorage
 from archive.storage.s3 import S3Storage
@@ -97,6 +97,7 @@ def mark(storage: Storage, ref: layout.SessionRef, *, deleted: bool = False, exp
         expired={kind: decided(REASON[kind]) for kind in expired},
     )
     storage.put(layout.retention_key(ref), documents.encode(retention), tags=layout.object_tags("sessions", ref))
+    changes.record(storage, ref)  # as the cleaner does: the server's next refresh reads the journal
 
 
 def cleaner_order(storage: Storage, ref: layout.SessionRef, kinds: tuple[str, ...], deleted: bool) -> list[str]:
