@@ -3,9 +3,16 @@
 Only the small JSON documents under `sessions/` are read (manifest, node markers, closed, retention). Each one is
 decoded into its own table, keyed by its object key, and a session's row is rebuilt from those tables
 whenever one of its documents changes; the listing's (size, mtime) of every document read is remembered
-so that an unchanged archive costs one listing and no reads. Status also depends on the clock (a session
+so that a document is read again only when it changed. Status also depends on the clock (a session
 whose heartbeats stop turns "incomplete"), so every refresh re-judges it from the stored heartbeat times,
 before listing the archive: a status is at most one refresh interval late, even while the store is down.
+
+What a refresh lists. A full one lists every document under `sessions/` (one S3 request per 1,000); the first
+refresh is full, and then one every `full_refresh_interval_s`. Between them a refresh lists the archive's change
+journal (archive.changes) from where the last one stopped, less a window for writers' clocks, and then only the
+sessions it names (one listing each): an idle refresh is one request, whatever the number of sessions. Where
+the journal stopped is kept in the catalog's file, so a restart goes on from there; a journal older than its
+retention, or more changed sessions than a full listing has pages, make a full listing instead.
 
 Concurrency: one refresh at a time (a lock), each applying its changes in DuckDB transactions; readers
 take a cursor of their own per call and never wait for a refresh, seeing the state before or after
@@ -31,7 +38,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from archive import catalog_index, documents, layout
+from archive import catalog_index, changes, documents, layout
 from archive.parts import live
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, StoreUnreachable
 
@@ -47,6 +54,10 @@ MAX_OFFSET = 2**62
 DEFAULT_SORT = "-start_time_ms"
 
 DocKind = Literal["manifest", "node", "closed", "retention"]
+# A full listing costs a request per this many documents on S3; a refresh that would list more changed sessions
+# one by one than that (and than _FEWEST_TO_LIST, which a few threads list in a moment) lists everything instead.
+_LISTING_PAGE = 1000
+_FEWEST_TO_LIST = 100
 # Part of a catalog file's identity beside CATALOG_VERSION: files made before `documents` kept each document's
 # bytes (which the archive's index objects are written from) are rebuilt rather than published without them.
 _FILE_LAYOUT = "documents-with-bytes"
@@ -123,6 +134,9 @@ _SCHEMA = [
     # does not write again the namespaces that did not change (publish_index).
     """CREATE TABLE IF NOT EXISTS index_published (
         namespace VARCHAR NOT NULL, documents BIGINT NOT NULL, digest VARCHAR NOT NULL)""",
+    # Where the change journal was last read (journal_cursor_ms) and when sessions/ was last listed whole
+    # (full_listing_ms), by the catalog's clock: a restart goes on from there.
+    "CREATE TABLE IF NOT EXISTS refresh_state (name VARCHAR NOT NULL, value BIGINT NOT NULL)",
     # Filled only by refresh(scan_parts=True): listing every part is far dearer than listing sessions/.
     """CREATE TABLE IF NOT EXISTS part_stats (
         path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL, session VARCHAR NOT NULL,
@@ -144,7 +158,7 @@ _SCHEMA = [
         search_text VARCHAR USING COMPRESSION uncompressed, row_json VARCHAR USING COMPRESSION uncompressed)""",
 ]
 _TABLES = ("catalog_meta", "documents", "manifests", "node_markers", "closures", "retentions", "part_stats",
-           "sessions", "index_published")  # fmt: skip
+           "sessions", "index_published", "refresh_state")  # fmt: skip
 
 _STRING = pa.string()
 _INT = pa.int64()
@@ -254,6 +268,9 @@ class RefreshStats:
     sessions_added: int = 0
     sessions_updated: int = 0
     sessions_removed: int = 0
+    full_listing: bool = True  # sessions/ listed whole; else the journal and the sessions it named
+    changes_listed: int = 0  # markers the journal listing returned (those of its window already applied too)
+    sessions_listed: int = 0  # sessions whose documents were listed on their own (incremental refresh)
     seconds: float = 0.0
 
 
@@ -323,6 +340,8 @@ class Catalog:
         fetch_threads: int = 8,
         batch_size: int = 2000,
         use_index: bool = False,
+        full_refresh_interval_s: float = 0.0,
+        journal_window_s: float = 300.0,
     ) -> None:
         """`database` None keeps the catalog in memory; a file keeps it across restarts (nothing re-read).
         A file that cannot be opened or read (corrupt, another version) is rebuilt; one another process holds
@@ -332,6 +351,9 @@ class Catalog:
         and every `batch_size` of them are committed together, so a first refresh fills the list as it goes.
         `use_index`: a first refresh with nothing known reads the archive's index objects (`catalog/`,
         archive.catalog_index) and GETs only the documents they do not hold as listed; see publish_index.
+        `full_refresh_interval_s`: how often a refresh lists all of sessions/; the others read the change journal
+        (0: every refresh lists everything, as for an archive whose writers do not journal). `journal_window_s`:
+        how far before the last journal read the next one begins (writers' clock skew, markers landing late).
         """
         self.storage = storage
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -361,6 +383,15 @@ class Catalog:
             for namespace, count, digest in self._db.execute("SELECT * FROM index_published").fetchall()
         }
         self._published_at: dict[str, float] = {}
+        self.full_refresh_interval_s = full_refresh_interval_s
+        self.journal_window_s = journal_window_s
+        state = dict(self._db.execute("SELECT name, value FROM refresh_state").fetchall())
+        self._journal_cursor_ms: int | None = state.get("journal_cursor_ms") if self._seen else None
+        self._full_listing_ms: int | None = state.get("full_listing_ms") if self._seen else None
+        # Markers of the window already applied (key: its time), so a marker listed again costs nothing.
+        self._applied: dict[str, int] = {}
+        # Documents the current full listing found, once it came back (the first load's "of how many").
+        self.documents_listed: int | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -404,23 +435,39 @@ class Catalog:
         """
         with self._refresh_lock:
             started = time.perf_counter()
+            now_ms = int(self._clock() * 1000)
             with closing(self._cursor()) as cur:
                 running_since_ms = self._running_since_ms()
                 before = self._session_paths(cur)
                 aged = self._rejudge_statuses(cur, running_since_ms)
-                if self._use_index and not self._index_docs:
-                    self._index_docs = self._read_index_objects()
-                listing = self._list_documents()
-                tally = self._apply_listing(cur, listing, running_since_ms)
-                # Only after a whole pass (a failed one tries again with the same index documents): what the
-                # index held as listed is in the tables now, the rest was read or is gone.
-                self._use_index, self._index_docs = False, {}
+                markers: list[changes.Change] = []
+                changed: dict[str, layout.SessionRef] | None = None  # None: list every document
+                if not self._full_listing_due(now_ms):
+                    markers = self._read_journal(now_ms)
+                    changed = {m.ref.path: m.ref for m in markers if m.key not in self._applied}
+                    if len(changed) > max(math.ceil(len(self._seen) / _LISTING_PAGE), _FEWEST_TO_LIST):
+                        changed = None  # more sessions to list one by one than a full listing has pages
+                if changed is None:
+                    if self.full_refresh_interval_s > 0 and not markers:
+                        # Before the listing: a marker seen now is a change the listing below has (the document
+                        # is written first), so the next refresh need not list its session again.
+                        markers = self._read_journal(now_ms)
+                    listing, tally = self._full_listing(cur, running_since_ms)
+                    self._full_listing_ms = now_ms
+                else:
+                    listing = self._list_sessions(changed.values())
+                    tally = self._apply_listing(cur, listing, running_since_ms, set(changed))
+                if self.full_refresh_interval_s > 0:
+                    self._journal_read(cur, now_ms, markers)
                 parts_listed = 0
                 if scan_parts:
                     parts_listed, stats = self._scan_parts()
                     tally.touched |= self._apply_part_stats(cur, stats, running_since_ms)
                 after = self._session_paths(cur)
         return RefreshStats(
+            full_listing=changed is None,
+            changes_listed=len(markers),
+            sessions_listed=len(changed) if changed is not None else 0,
             documents_listed=len(listing),
             documents_read=tally.read,
             documents_unreadable=tally.unreadable,
@@ -452,8 +499,58 @@ class Catalog:
                 cur.execute(f"UPDATE sessions SET row_json = {_ROW_JSON_SQL} WHERE status <> row_json->>'status'")
         return {row[0] for row in rows}
 
-    def _list_documents(self) -> dict[str, ObjectInfo]:
-        return {info.key: info for info in self.storage.list("sessions/")}
+    def _full_listing(
+        self, cur: duckdb.DuckDBPyConnection, running_since_ms: int
+    ) -> tuple[dict[str, ObjectInfo], _Tally]:
+        """List every document under sessions/ and apply what changed (with the index objects, at a first)."""
+        self.documents_listed = None
+        if self._use_index and not self._index_docs:
+            self._index_docs = self._read_index_objects()
+        listing = {info.key: info for info in self.storage.list("sessions/")}
+        self.documents_listed = len(listing)
+        tally = self._apply_listing(cur, listing, running_since_ms)
+        # Only after a whole pass (a failed one tries again with the same index documents): what the
+        # index held as listed is in the tables now, the rest was read or is gone.
+        self._use_index, self._index_docs = False, {}
+        return listing, tally
+
+    # -- the change journal ----------------------------------------------------------------------
+
+    def _full_listing_due(self, now_ms: int) -> bool:
+        """Whether this refresh lists every document rather than the journal's changes."""
+        if self.full_refresh_interval_s <= 0 or self._journal_cursor_ms is None or self._full_listing_ms is None:
+            return True
+        if now_ms - self._full_listing_ms >= self.full_refresh_interval_s * 1000:
+            return True
+        # Markers older than the journal's retention may be gone: it no longer says everything since the cursor.
+        return now_ms - self._journal_cursor_ms >= changes.RETENTION_MS - self.journal_window_s * 1000
+
+    def _read_journal(self, now_ms: int) -> list[changes.Change]:
+        """The markers from the window before the last read (or before now, when there was none) on."""
+        cursor = now_ms if self._journal_cursor_ms is None else min(self._journal_cursor_ms, now_ms)
+        return list(changes.changes_since(self.storage, cursor - int(self.journal_window_s * 1000)))
+
+    def _journal_read(self, cur: duckdb.DuckDBPyConnection, now_ms: int, markers: list[changes.Change]) -> None:
+        """The journal is applied up to `now_ms` (when it was listed): remember it, here and in the file."""
+        self._journal_cursor_ms = now_ms
+        self._applied.update((marker.key, marker.at_ms) for marker in markers)
+        oldest = now_ms - int(self.journal_window_s * 1000)
+        self._applied = {key: at_ms for key, at_ms in self._applied.items() if at_ms >= oldest}
+        with _transaction(cur):
+            cur.execute("DELETE FROM refresh_state")
+            state = [("journal_cursor_ms", now_ms), ("full_listing_ms", self._full_listing_ms or now_ms)]
+            cur.executemany("INSERT INTO refresh_state VALUES (?, ?)", state)
+
+    def _list_sessions(self, refs: Iterable[layout.SessionRef]) -> dict[str, ObjectInfo]:
+        """The documents of these sessions, a listing each (a few at once: on S3 each is a request's wait)."""
+        prefixes = [layout.session_prefix(ref) for ref in refs]
+        threads = min(self._fetch_threads, len(prefixes))
+        if threads <= 1:
+            listings = [list(self.storage.list(prefix)) for prefix in prefixes]
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="catalog-list") as pool:
+                listings = list(pool.map(lambda prefix: list(self.storage.list(prefix)), prefixes))
+        return {info.key: info for listing in listings for info in listing}
 
     def _changed_documents(self, listing: dict[str, ObjectInfo]) -> list[tuple[_DocRef, ObjectInfo]]:
         """Documents new or different since they were read; only these keys are parsed, let alone read."""
@@ -469,14 +566,21 @@ class Catalog:
         return changed
 
     def _apply_listing(
-        self, cur: duckdb.DuckDBPyConnection, listing: dict[str, ObjectInfo], running_since_ms: int
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        listing: dict[str, ObjectInfo],
+        running_since_ms: int,
+        paths: set[str] | None = None,
     ) -> _Tally:
+        """Read and apply what the listing says changed; what it lacks is removed, of the sessions in `paths` if
+        it is only theirs (None: the listing is of every session)."""
         tally = _Tally()
         changed = self._changed_documents(listing)
         for start in range(0, len(changed), self._batch_size):
             fetched = self._fetch(changed[start : start + self._batch_size])
             self._apply_documents(cur, fetched, running_since_ms, tally)
-        removed = sorted(self._seen.keys() - listing.keys())
+        known = self._seen.keys() if paths is None else self._keys_of(cur, paths)
+        removed = sorted(known - listing.keys())
         if removed:
             self._remove_documents(cur, removed, running_since_ms, tally)
         return tally
@@ -560,6 +664,12 @@ class Catalog:
             self._seen.pop(key, None)
         tally.removed += len(keys)
         tally.touched |= paths
+
+    @staticmethod
+    def _keys_of(cur: duckdb.DuckDBPyConnection, paths: set[str]) -> set[str]:
+        """The documents known of these sessions."""
+        rows = cur.execute("SELECT key FROM documents WHERE list_contains(?, path)", [sorted(paths)]).fetchall()
+        return {key for (key,) in rows}
 
     @staticmethod
     def _delete_keys(cur: duckdb.DuckDBPyConnection, keys: list[str]) -> None:
