@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ class JobIndex:
         self.restored = bool(self._indexed)
         # Per namespace, (sessions, digest) of the ended sessions' sources, kept as they are put and forgotten.
         self._digests: dict[str, tuple[int, int]] = {}
+        # Sessions per namespace: a viewer's progress line is then a few additions, not a pass over every session.
+        self._per_namespace: Counter[str] = Counter()
         for path, source in self._indexed.items():
             self._count(path, source, 1)
         self._published = {namespace: (sessions, int(digest)) for namespace, sessions, digest in published}
@@ -138,10 +141,16 @@ class JobIndex:
             return self._db.cursor()
 
     def _count(self, path: str, source: Indexed | None, sign: int) -> None:
-        """Add (sign 1) or take out (-1) a session's source from its namespace's digest; running ones do not count."""
-        if source is None or not source.closed:
+        """Add (sign 1) or take out (-1) a session from its namespace's count, and its source from its namespace's
+        digest (of ended sessions only)."""
+        if source is None:
             return
         namespace = path.split("/", 1)[0]
+        self._per_namespace[namespace] += sign
+        if not self._per_namespace[namespace]:
+            del self._per_namespace[namespace]
+        if not source.closed:
+            return
         count, digest = self._digests.get(namespace, (0, 0))
         count, digest = count + sign, digest ^ source_hash(path, source)
         if count:
@@ -157,7 +166,7 @@ class JobIndex:
         """Sessions indexed, of these namespaces only when given."""
         if namespaces is None:
             return len(self._indexed)
-        return sum(path.split("/", 1)[0] in namespaces for path in list(self._indexed))
+        return sum(self._per_namespace.get(namespace, 0) for namespace in namespaces)
 
     def put(self, entries: Sequence[Entry]) -> None:
         """Replace the jobs of each entry's session with the entry's, in one transaction."""

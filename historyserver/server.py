@@ -25,6 +25,7 @@ from .catalog import STATUSES, Catalog, RefreshStats, SessionQuery
 from .derivations import Derivations
 from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
+from .jobobjects import JobIndexObjects
 from .maintenance import Maintenance, MaintenanceSettings
 from .readiness import CatalogLoad, wait_until_listening
 from .reconstruct import SessionEnd
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # The catalog's file under --cache-dir (historyserver.catalog): a restart reads it instead of the archive.
 CATALOG_FILE = "catalog.duckdb"
+# The job index's, likewise: a restart indexes no session it already has (historyserver.jobindex).
+JOBS_FILE = "jobs.duckdb"
 # The job index reads this many sessions' snapshots at once, and commits this many together.
 INDEX_READERS = 8
 INDEX_BATCH = 500
@@ -58,6 +61,7 @@ class ServerSettings:
     # The catalog kept in cache_dir/catalog.duckdb, so a restart serves it at once and then refreshes; and each
     # namespace's documents published as archive index objects (catalog/{ns}.parquet, at most every
     # catalog_index_interval seconds), from which a replica with an empty cache starts. None: never published.
+    # The job index likewise: cache_dir/jobs.duckdb, and jobindex/{ns}.parquet (historyserver.jobobjects).
     keep_catalog: bool = True
     catalog_index_interval: float | None = 300.0
     # Read the catalog the first time in the background, the port open meanwhile (`ray-history serve`); else
@@ -97,7 +101,9 @@ class HistoryServer:
         catalog_file = settings.cache_dir / CATALOG_FILE if settings.keep_catalog else None
         self.catalog = Catalog(self.storage, catalog_file, settings.heartbeat_timeout, use_index=True)
         self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
-        self.jobs = JobIndex()
+        self.jobs = JobIndex(settings.cache_dir / JOBS_FILE if settings.keep_catalog else None, self.storage.uri)
+        self.job_objects = JobIndexObjects(self.storage, self.jobs)
+        self._job_objects_read = False  # a replica whose job index is empty reads the archive's objects once
         self.maintenance = Maintenance(self.storage, settings.maintenance)
         self.sql = SqlPool(settings.sql_concurrency, settings.sql_memory_bytes, settings.sql_threads,
                            settings.sql_max_bytes, settings.sql_queue, settings.sql_queue_wait_s)  # fmt: skip
@@ -204,8 +210,11 @@ class HistoryServer:
         self.jobs.forget(self.jobs.paths() - {row_path(row) for row in everywhere})
         todo = [row for row in ended if not self._is_indexed(row)]
         self.to_index = {row_path(row) for row in todo}
-        to_derive: list[dict[str, Any]] = []
         done = 0
+        if todo and not self._job_objects_read and self.jobs.sessions_indexed() == 0:
+            todo, done = self._index_from_objects(todo)
+        to_derive: list[dict[str, Any]] = []
+        cut_short = False
         with ThreadPoolExecutor(max_workers=INDEX_READERS) as pool:
             for start in range(0, len(todo), INDEX_BATCH):
                 if self._stop.is_set() or not self.health.reachable:  # an outage: the next pass goes on
@@ -216,12 +225,34 @@ class HistoryServer:
                 done += self._add_to_index([entry for entry in found if entry])
         for row in to_derive:
             if self._stop.is_set() or not self.health.reachable:
+                cut_short = True
                 break
             done += self._add_to_index([self._jobs_entry(row, derive=True)])
         if todo:
             log.info("job index: %d ended sessions indexed (%d derived), %d in all", done, len(to_derive),
                      self.jobs.sessions_indexed())  # fmt: skip
+        # After a whole pass only: a replica still indexing would write objects that lack what it has yet to do.
+        if not cut_short and self.settings.catalog_index_interval is not None:
+            self.job_objects.publish(self.settings.catalog_index_interval)
         return done
+
+    def _index_from_objects(self, todo: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Index what the archive's job index objects hold (a few reads instead of three per session), then
+        (the rows still to do, how many were indexed). A session's rows are taken only if they came from the
+        session as the catalog says it ended; `todo` holds only sessions the catalog has, so one that retention
+        deleted is never indexed again from an object that still names it."""
+        held = self.job_objects.read()
+        self._job_objects_read = True
+        entries: list[Entry | None] = []
+        for row in todo:
+            found = held.get(row_path(row))
+            end = session_end(row)
+            if found is not None and (found.closed, found.end_ns) == (end.closed, end.end_ns):
+                ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
+                entries.append(Entry(ref, row, found.jobs, Indexed(found.parts, found.closed, found.end_ns)))
+        done = sum(self._add_to_index(entries[start : start + INDEX_BATCH])
+                   for start in range(0, len(entries), INDEX_BATCH))  # fmt: skip
+        return [row for row in todo if not self._is_indexed(row)], done
 
     def _jobs_entry(self, row: dict[str, Any], derive: bool) -> Entry | None:
         ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
