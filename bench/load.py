@@ -8,7 +8,8 @@ Writes (once, kept in --workdir) a synthetic archive (bench.archive_synth): one 
 (--sql-concurrency, --sql-memory, --max-derivations, --derive-memory), opens the big session once, then for
 --seconds runs together:
   - --readers people paging the big session's tasks (filters, sorts, deep offsets; JSON API and pages), each
-    reading a page for --think seconds before the next (0: as fast as the server answers);
+    reading a page for --think seconds before the next (0: as fast as the server answers), half the time the
+    next page of the view at hand, else another view from its start;
   - --sql clients running heavy SQL over the big session (group-bys, percentiles, a join), and now and then a
     query of huge values that must be refused (400) without the server growing;
   - --cold-openers clients opening sessions nobody opened yet (each a derivation), honouring Retry-After.
@@ -164,8 +165,14 @@ def reader(url: str, stop: threading.Event, tally: Tally, seed: int, think_s: fl
     draws = random.Random(seed)
     stop.wait(draws.random() * think_s)  # people do not all click at once
     with httpx.Client(base_url=url, timeout=60) as client:
+        params = dict(draws.choice(TASK_QUERIES))
         while not stop.is_set():
-            params = dict(draws.choice(TASK_QUERIES))
+            # Half the time the next page of the view at hand, else another view from its start: first pages
+            # are asked again and again (and kept by the server), later ones seldom.
+            if draws.random() < 0.5:
+                params["offset"] = params.get("offset", 0) + params.get("limit", 100)
+            else:
+                params = dict(draws.choice(TASK_QUERIES))
             page = draws.random() < 0.2  # a person's browser, now and then, the same view as HTML
             path = f"/sessions/{BIG.path}/tasks" if page else f"/api/v1/sessions/{BIG.path}/tasks"
             started = time.perf_counter()
@@ -254,6 +261,7 @@ def main() -> None:
     parser.add_argument("--sql-memory", default="512MB")
     parser.add_argument("--max-derivations", default="2")
     parser.add_argument("--derive-memory", default="2GB")
+    parser.add_argument("--answer-cache-mb", default="64", help="0: every page computed (none kept)")
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +273,7 @@ def main() -> None:
                "--archive", str(args.workdir / "archive"), "--cache-dir", str(args.workdir / "cache"),
                "--listen", f"127.0.0.1:{port}", "--no-index-jobs", "--sql-concurrency", args.sql_concurrency,
                "--sql-memory", args.sql_memory, "--max-derivations", args.max_derivations,
-               "--derive-memory", args.derive_memory]  # fmt: skip
+               "--derive-memory", args.derive_memory, "--answer-cache-mb", args.answer_cache_mb]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
     server = subprocess.Popen(command, env=env)
     rows: list[tuple[str, str]] = []
@@ -288,6 +296,7 @@ def main() -> None:
                 client.get(f"/api/v1/sessions/{BIG.path}/tasks", params=params).raise_for_status()
             numbered = time.perf_counter() - started
             rows.append((f"its {len(TASK_QUERIES)} task orders first numbered", f"{numbered:.1f} s"))
+            kept_before = kept_answers(client)
         idle_server, idle_workers = memory.now()
         memory.start()
         tally = Tally()
@@ -310,11 +319,25 @@ def main() -> None:
         processes.shutdown()
         memory.stop()
         rows += report(args, tally, memory, idle_server, idle_workers)
+        hits, misses = (after - before for after, before in zip(kept_answers(httpx.Client(base_url=url)),
+                                                                 kept_before, strict=True))  # fmt: skip
+        rows.insert(-3, ("tasks pages answered from kept answers", f"{hits:,} of {hits + misses:,} "
+                         f"({hits / max(1, hits + misses):.0%}; the rest computed)"))  # fmt: skip
     finally:
         server.terminate()
         server.wait(timeout=30)
     print_table(f"bounded server under load: {args.readers} readers ({args.think:g} s per page), {args.sql} SQL "
                 f"clients, {args.cold_openers} cold openers, {args.seconds:.0f} s", rows)  # fmt: skip
+
+
+def kept_answers(client: httpx.Client) -> tuple[int, int]:
+    """(hits, misses) of the server's kept answers so far, from its /metrics."""
+    found = {}
+    for line in client.get("/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("ray_history_server_answers_kept_hits", "ray_history_server_answers_kept_misses"):
+            found[name] = int(float(value))
+    return found["ray_history_server_answers_kept_hits"], found["ray_history_server_answers_kept_misses"]
 
 
 def wait_ready(client: httpx.Client) -> None:

@@ -75,6 +75,10 @@ def create_app(history: HistoryServer, access: AccessSettings | None = None) -> 
                                            lambda: history.sql.admission.refused),
         "ray_history_server_derivations_running": ("Sessions being derived from their raw events.",
                                                    lambda: history.sessions.snapshots.derivations.admission.running),
+        "ray_history_server_answers_kept_hits": ("Requests answered from the kept answers since start.",
+                                                 lambda: history.answers.hits),
+        "ray_history_server_answers_kept_misses": ("Requests that could have been, and were computed, since start.",
+                                                   lambda: history.answers.misses),
         "ray_history_server_derivations_refused": ("First opens answered 503 (derivations at their bound) since start.",
                                                    lambda: history.sessions.snapshots.derivations.admission.refused),
     }  # fmt: skip
