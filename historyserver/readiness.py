@@ -3,8 +3,10 @@
 `ray-history serve` opens its port at once and reads the catalog in the background (on S3, 2,000 sessions
 took 16-21 s; 100,000 would take many minutes). Until the load has read every session document, /readyz
 answers 503 with how far it is, requests that need the catalog answer 503 with a Retry-After, and the log
-says every few seconds how many documents are read, of how many, at what rate. The progress is counted
-where the documents are read: the server's WatchedStorage (gets and listings under sessions/).
+says every few seconds how many documents are read, of how many, at what rate. The documents read are counted
+where they are read, the server's WatchedStorage (gets under sessions/); how many there are is what the
+catalog's own listing found (the store's count of objects listed would also count anyone else's listing of
+sessions/, such as a usage listing, and a second listing had the total double).
 """
 
 from __future__ import annotations
@@ -57,15 +59,17 @@ class Progress:
 class CatalogLoad:
     """The first load of the catalog: run by the refresh loop until it has read every session document."""
 
-    def __init__(self, storage: WatchedStorage, health: StoreHealth, count_sessions: Callable[[], int]) -> None:
+    def __init__(self, storage: WatchedStorage, health: StoreHealth, count_sessions: Callable[[], int],
+                 documents_listed: Callable[[], int | None]) -> None:  # fmt: skip
         self._storage = storage
         self._health = health
         self._count_sessions = count_sessions
+        self._documents_listed = documents_listed
         self.loaded = threading.Event()
         self._lock = threading.Lock()
         self._started: float | None = None  # monotonic, when the first attempt began
         self._attempts = 0
-        self._base = (0, 0)  # (gets, objects listed) under sessions/ before the current attempt
+        self._base = 0  # gets under sessions/ before the current attempt
         self._read_before = 0  # documents read by earlier attempts
         self._last_failure: str | None = None
         self._calls_before: dict[tuple[str, str, str], int] = {}
@@ -92,7 +96,7 @@ class CatalogLoad:
                 self._calls_before = self._storage.counts()
             self._attempts += 1
             self._read_before += self._read_now()
-            self._base = (self._storage.calls("get", "sessions", "ok"), self._storage.listed("sessions"))
+            self._base = self._storage.calls("get", "sessions", "ok")
         if first:
             threading.Thread(target=self._report, name="catalog-progress", daemon=True).start()
         outages = self._health.unreachable_calls
@@ -128,8 +132,8 @@ class CatalogLoad:
 
     def progress(self) -> Progress:
         with self._lock:
-            # Counted when the listing has come back whole (an empty archive is loaded at once anyway).
-            listed = self._storage.listed("sessions") - self._base[1]
+            # Known when the listing has come back whole (an empty archive is loaded at once anyway).
+            listed = self._documents_listed()
             attempts, started, read = self._attempts, self._started, self._read_before + self._read_now()
         return Progress(
             attempts=attempts,
@@ -172,7 +176,7 @@ class CatalogLoad:
 
     def _read_now(self) -> int:
         """Documents read by the current attempt (failed reads are read again by the next one)."""
-        return self._storage.calls("get", "sessions", "ok") - self._base[0]
+        return self._storage.calls("get", "sessions", "ok") - self._base
 
     def _report(self) -> None:
         """Every few seconds until the load is done, how far it is (the operator's only sign of life); while

@@ -64,6 +64,9 @@ class ServerSettings:
     # The job index likewise: cache_dir/jobs.duckdb, and jobindex/{ns}.parquet (historyserver.jobobjects).
     keep_catalog: bool = True
     catalog_index_interval: float | None = 300.0
+    # A refresh lists all of sessions/ this often (and at a cold start); the others read the archive's change
+    # journal and list only the sessions it names (historyserver.catalog). 0: every refresh lists everything.
+    full_refresh_interval: float = 3600.0
     # Read the catalog the first time in the background, the port open meanwhile (`ray-history serve`); else
     # start() returns once it is read, as embedded uses and tests want.
     load_in_background: bool = False
@@ -99,7 +102,8 @@ class HistoryServer:
         self.answers = AnswerCache(settings.answer_cache_bytes)
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         catalog_file = settings.cache_dir / CATALOG_FILE if settings.keep_catalog else None
-        self.catalog = Catalog(self.storage, catalog_file, settings.heartbeat_timeout, use_index=True)
+        self.catalog = Catalog(self.storage, catalog_file, settings.heartbeat_timeout, use_index=True,
+                               full_refresh_interval_s=settings.full_refresh_interval)  # fmt: skip
         self.sessions = SessionCache(self.storage, settings.cache_dir, settings.max_open_sessions)
         self.jobs = JobIndex(settings.cache_dir / JOBS_FILE if settings.keep_catalog else None, self.storage.uri)
         self.job_objects = JobIndexObjects(self.storage, self.jobs)
@@ -112,7 +116,7 @@ class HistoryServer:
         self.to_index: set[str] = set()  # ended sessions the background pass has still to index (their paths)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.load = CatalogLoad(self.storage, self.health, self._count_sessions)
+        self.load = CatalogLoad(self.storage, self.health, self._count_sessions, lambda: self.catalog.documents_listed)
         if self.catalog.restored:
             # What the last run knew is served at once; the refresh loop's first pass brings it up to date.
             self.load.restored()
@@ -135,7 +139,9 @@ class HistoryServer:
             thread.start()
             self._threads.append(thread)
         # Its own thread: a pass can take minutes on a big archive, and must not hold the refresh back.
-        thread = threading.Thread(target=self.maintenance.loop, args=(self._stop,), name="maintenance", daemon=True)
+        # After the catalog's first load: its usage listing would list sessions/ a second time meanwhile.
+        thread = threading.Thread(target=self.maintenance.loop, args=(self._stop, self.load.loaded), name="maintenance",
+                                  daemon=True)  # fmt: skip
         thread.start()
         self._threads.append(thread)
 
