@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +16,7 @@ from collector.logs import LogSettings
 from .access_options import collector_token, server_access
 from .bound_options import bounded
 from .bound_options import chosen as chosen_bounds
+from .catalog_options import catalog_settings
 from .compact_command import compact
 from .options import archive_settings, cache_setting, open_archive, setting
 from .retention_commands import du, lifecycle, retention
@@ -376,6 +378,7 @@ def collect(
          type=click.FloatRange(min=0))  # fmt: skip
 @setting("--answer-cache-mb", "RAY_HISTORY_ANSWER_CACHE_MB", "Memory for answers kept for repeated requests "
          "(a finished session's answer never changes).", default=64, type=click.IntRange(min=0))  # fmt: skip
+@catalog_settings
 @bounded
 def serve(
     archive: str, s3_endpoint: str | None, s3_region: str | None, s3_path_style: bool, s3_timeout: float,
@@ -383,7 +386,7 @@ def serve(
     cache_dir: Path, refresh_interval: float, heartbeat_timeout: float, max_open_sessions: int,
     sql_timeout: float, sql_max_rows: int, index_jobs: bool, s3_budget: float, auth_file: Path | None,
     metrics_public: bool, maintenance_interval: float, policy: Path | None, maintenance_grace: float,
-    usage_interval: float, answer_cache_mb: int,
+    usage_interval: float, answer_cache_mb: int, catalog: dict[str, Any],
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
     import uvicorn
@@ -399,7 +402,7 @@ def serve(
         max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
         index_jobs=index_jobs, load_in_background=True, listen=listen, answer_cache_bytes=answer_cache_mb << 20,
         maintenance=MaintenanceSettings(maintenance_interval, policy, maintenance_grace, usage_interval,
-                                        heartbeat_timeout),
+                                        heartbeat_timeout), **catalog,
     )  # fmt: skip
     host, port = listen
     access = server_access(auth_file, metrics_public, host)
