@@ -57,7 +57,7 @@ class OpenSession:
             for name in OPENING_TABLES:
                 self._db.execute(f'CREATE TABLE "{name}" AS SELECT * FROM {read_parquet_sql([snapshot.tables[name]])}')
         self.snapshot = snapshot.detached()
-        self.task_order = queries.Ordering(self._db, queries.TASKS)
+        self.task_order = queries.Ordering(queries.TASKS)
         # Summaries of a session that no longer changes are computed once each (a running session is
         # opened again when new parts arrive, with fresh ones).
         self.memo: dict[tuple[str, ...], Any] = {}
