@@ -28,7 +28,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
 from . import layout
@@ -96,9 +96,12 @@ def record(storage: Storage, ref: layout.SessionRef, at_ms: int | None = None) -
     return key
 
 
-def changes_since(storage: Storage, since_ms: int) -> Iterator[Change]:
-    """The markers named `since_ms` or later, oldest first (one listing; keys that are no marker skipped)."""
+def changes_since(storage: Storage, since_ms: int, known: Container[str] = ()) -> Iterator[Change]:
+    """The markers named `since_ms` or later, oldest first (one listing; keys that are no marker skipped, and
+    those in `known` too, before they are parsed: a reader's window lists them again at every look)."""
     for info in storage.list(PREFIX, start_after=start_after(since_ms)):
+        if info.key in known:
+            continue
         change = parse_change_key(info.key)
         if change is not None and change.at_ms >= since_ms:
             yield change

@@ -137,6 +137,8 @@ _SCHEMA = [
     # Where the change journal was last read (journal_cursor_ms) and when sessions/ was last listed whole
     # (full_listing_ms), by the catalog's clock: a restart goes on from there.
     "CREATE TABLE IF NOT EXISTS refresh_state (name VARCHAR NOT NULL, value BIGINT NOT NULL)",
+    # The journal's markers of the window already applied: a restart does not list their sessions again.
+    "CREATE TABLE IF NOT EXISTS journal_applied (key VARCHAR NOT NULL, at_ms BIGINT NOT NULL)",
     # Filled only by refresh(scan_parts=True): listing every part is far dearer than listing sessions/.
     """CREATE TABLE IF NOT EXISTS part_stats (
         path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, cluster VARCHAR NOT NULL, session VARCHAR NOT NULL,
@@ -158,7 +160,7 @@ _SCHEMA = [
         search_text VARCHAR USING COMPRESSION uncompressed, row_json VARCHAR USING COMPRESSION uncompressed)""",
 ]
 _TABLES = ("catalog_meta", "documents", "manifests", "node_markers", "closures", "retentions", "part_stats",
-           "sessions", "index_published", "refresh_state")  # fmt: skip
+           "sessions", "index_published", "refresh_state", "journal_applied")  # fmt: skip
 
 _STRING = pa.string()
 _INT = pa.int64()
@@ -185,6 +187,7 @@ _RETENTIONS = pa.schema(
     [("key", _STRING), ("path", _STRING), ("deleted", pa.bool_()), ("expired", _STRING),
      ("expired_kinds", pa.list_(_STRING))]
 )  # fmt: skip
+_APPLIED = pa.schema([("key", _STRING), ("at_ms", _INT)])
 _PART_STATS = pa.schema(
     [("path", _STRING), ("namespace", _STRING), ("cluster", _STRING), ("session", _STRING), ("parts", _INT),
      ("parts_bytes", _INT), ("nodes", pa.int32()), ("first_part_ms", _INT), ("last_part_ms", _INT)]
@@ -269,7 +272,7 @@ class RefreshStats:
     sessions_updated: int = 0
     sessions_removed: int = 0
     full_listing: bool = True  # sessions/ listed whole; else the journal and the sessions it named
-    changes_listed: int = 0  # markers the journal listing returned (those of its window already applied too)
+    changes_listed: int = 0  # markers the journal listing returned that were not applied yet
     sessions_listed: int = 0  # sessions whose documents were listed on their own (incremental refresh)
     seconds: float = 0.0
 
@@ -389,7 +392,7 @@ class Catalog:
         self._journal_cursor_ms: int | None = state.get("journal_cursor_ms") if self._seen else None
         self._full_listing_ms: int | None = state.get("full_listing_ms") if self._seen else None
         # Markers of the window already applied (key: its time), so a marker listed again costs nothing.
-        self._applied: dict[str, int] = {}
+        self._applied: dict[str, int] = dict(self._db.execute("SELECT key, at_ms FROM journal_applied").fetchall())
         # Documents the current full listing found, once it came back (the first load's "of how many").
         self.documents_listed: int | None = None
 
@@ -444,7 +447,7 @@ class Catalog:
                 changed: dict[str, layout.SessionRef] | None = None  # None: list every document
                 if not self._full_listing_due(now_ms):
                     markers = self._read_journal(now_ms)
-                    changed = {m.ref.path: m.ref for m in markers if m.key not in self._applied}
+                    changed = {marker.ref.path: marker.ref for marker in markers}
                     if len(changed) > max(math.ceil(len(self._seen) / _LISTING_PAGE), _FEWEST_TO_LIST):
                         changed = None  # more sessions to list one by one than a full listing has pages
                 if changed is None:
@@ -528,15 +531,19 @@ class Catalog:
     def _read_journal(self, now_ms: int) -> list[changes.Change]:
         """The markers from the window before the last read (or before now, when there was none) on."""
         cursor = now_ms if self._journal_cursor_ms is None else min(self._journal_cursor_ms, now_ms)
-        return list(changes.changes_since(self.storage, cursor - int(self.journal_window_s * 1000)))
+        since = cursor - int(self.journal_window_s * 1000)
+        return list(changes.changes_since(self.storage, since, known=self._applied))
 
     def _journal_read(self, cur: duckdb.DuckDBPyConnection, now_ms: int, markers: list[changes.Change]) -> None:
         """The journal is applied up to `now_ms` (when it was listed): remember it, here and in the file."""
         self._journal_cursor_ms = now_ms
-        self._applied.update((marker.key, marker.at_ms) for marker in markers)
+        new = {marker.key: marker.at_ms for marker in markers if marker.key not in self._applied}
+        self._applied.update(new)
         oldest = now_ms - int(self.journal_window_s * 1000)
         self._applied = {key: at_ms for key, at_ms in self._applied.items() if at_ms >= oldest}
         with _transaction(cur):
+            cur.execute("DELETE FROM journal_applied WHERE at_ms < ?", [oldest])
+            _insert(cur, "journal_applied", [{"key": key, "at_ms": at_ms} for key, at_ms in new.items()], _APPLIED)
             cur.execute("DELETE FROM refresh_state")
             state = [("journal_cursor_ms", now_ms), ("full_listing_ms", self._full_listing_ms or now_ms)]
             cur.executemany("INSERT INTO refresh_state VALUES (?, ?)", state)
