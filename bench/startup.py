@@ -11,9 +11,12 @@ by the server's own WatchedStorage (ray_history_server_store_calls on /metrics);
 every ended session, and its requests. Then twice more (issue 14's persisted catalog): a restart on the same
 cache (the catalog's file), and a new replica with an empty cache starting from the archive's index objects
 (catalog/{namespace}.parquet, which the first start wrote); on the restart, the store requests of an idle
-refresh and the p95 of the sessions list and the job search. At 100,000 sessions (440,000 documents) writing
-them into SeaweedFS takes a quarter of an hour on two cores and the server's first load about as long:
---workdir keeps the archives for the next run.
+refresh and the p95 of the sessions list and the job search. Last, in this process on a copy of the restart's
+catalog file, what a refresh costs (store requests: HTTP requests on S3, calls on a folder; and time) as the
+change journal makes it when nothing changed, and as a full listing of sessions/ does. At 100,000 sessions
+(440,000 documents) writing them into SeaweedFS takes a quarter of an hour on two cores and the server's first
+load about as long: --workdir keeps the archives for the next run, and --idle-only measures the refreshes
+alone (the catalog loaded in this process, no server started).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from archive import layout
 from archive.storage import S3Options, Storage, open_storage
 from archive.storage.s3 import S3Storage
+from historyserver.catalog import Catalog
+from maintenance.counting import CountingStorage
 from ray_history.localray import free_port, terminate
 
 from .archive_synth import write_catalog
@@ -122,11 +128,11 @@ def p95_ms(url: str, requests: int = LATENCY_REQUESTS) -> float:
 
 def idle_and_latency(base: str) -> dict[str, str]:
     """Once the server has nothing new to read: what its refreshes cost (store calls per refresh, each refresh
-    being one listing of sessions/), and the p95 of the sessions list and the job search."""
+    listing the change journal once), and the p95 of the sessions list and the job search."""
     before = store_calls_by_kind(base)
     time.sleep(IDLE_WINDOW_S)
     spent = store_calls_by_kind(base) - before
-    refreshes = spent.get(("list", "sessions"), 0)
+    refreshes = spent.get(("list", "changes"), 0)
     spent_text = ", ".join(f"{method} {kind} {n}" for (method, kind), n in sorted(spent.items()))
     per_refresh = "no refresh in the window"
     if refreshes:
@@ -222,6 +228,53 @@ def rows(name: str, sessions: int, run: Startup) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
+REFRESHES = 5
+
+
+def refresh_costs(name: str, storage: Storage, catalog_file: Path) -> list[tuple[str, str]]:
+    """In this process, on a copy of a catalog file: a refresh when nothing changed, from the change journal and
+    as a full listing of sessions/; store requests (HTTP on S3, calls on a folder) and time, medians of 5."""
+    copy = catalog_file.with_name("refresh-costs.duckdb")
+    for suffix in ("", ".wal"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+        if Path(f"{catalog_file}{suffix}").exists():
+            shutil.copy(f"{catalog_file}{suffix}", f"{copy}{suffix}")
+    counting = CountingStorage(storage)
+    table = []
+    for what, interval in (("idle refresh from the change journal", 3600.0), ("a full listing's refresh", 0.0)):
+        with Catalog(counting, copy, full_refresh_interval_s=interval) as catalog:
+            catalog.refresh()  # whatever changed since the file was written
+            spent, seconds, stats = [], [], None
+            for _ in range(REFRESHES):
+                counting.reset()
+                stats = catalog.refresh()
+                seconds.append(stats.seconds)
+                spent.append(counting.http_requests if counting.http else sum(counting.calls.values()))
+            assert stats is not None
+            unit = "HTTP requests" if counting.http else "store calls"
+            detail = (f"{stats.changes_listed} new markers" if not stats.full_listing
+                      else f"{stats.documents_listed:,} documents listed")  # fmt: skip
+            ms = statistics.median(seconds) * 1000
+            table.append((f"{name}: {what}", f"{statistics.median(spent):.0f} {unit}, {ms:,.0f} ms ({detail}; "
+                          f"median of {REFRESHES})"))  # fmt: skip
+    for suffix in ("", ".wal"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    return table
+
+
+def idle_only(name: str, storage: Storage, workdir: Path, sessions: int) -> list[tuple[str, str]]:
+    """The catalog loaded in this process (a cold first refresh into a file), then refresh_costs on it."""
+    tag = name.split()[0].lower()
+    catalog_file = workdir / f"idle-{tag}" / "catalog.duckdb"
+    shutil.rmtree(catalog_file.parent, ignore_errors=True)
+    catalog_file.parent.mkdir(parents=True)
+    with Catalog(storage, catalog_file, full_refresh_interval_s=3600.0) as catalog:
+        stats = catalog.refresh()
+    table = [(f"{name}: first load in this process", f"{stats.seconds:.1f} s, {stats.documents_read:,} documents "
+              f"of {sessions:,} sessions")]  # fmt: skip
+    return table + refresh_costs(name, storage, catalog_file)
+
+
 def three_starts(name: str, storage: Storage, command: Callable[[Path, str], list[str]], workdir: Path, sessions: int,
                  env: dict[str, str]) -> list[tuple[str, str]]:  # fmt: skip
     """A cold start (no cache, no index objects), a restart on its cache, a new replica from the index objects."""
@@ -238,6 +291,7 @@ def three_starts(name: str, storage: Storage, command: Callable[[Path, str], lis
                   f"{len(index)}, {sum(info.size for info in index) / 1e6:.2f} MB"))  # fmt: skip
     restart = measure(command(cache, "1"), workdir / f"serve-{tag}.log", env, idle_and_latency)
     table += rows(f"{name}, restart on its cache", sessions, restart)
+    table += refresh_costs(name, storage, cache / "catalog.duckdb")
     replica = workdir / f"cache-{tag}-replica"
     shutil.rmtree(replica, ignore_errors=True)
     table += rows(f"{name}, new replica from the index", sessions,
@@ -259,6 +313,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000, help="sessions in the catalog (100000 works)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the archives here, and reuse them")
     parser.add_argument("--only", choices=["seaweedfs", "local"], default=None, help="one store only")
+    parser.add_argument("--idle-only", action="store_true", help="no server: load the catalog here, then measure "
+                        "the refreshes alone")  # fmt: skip
     args = parser.parse_args()
 
     from tests.objectstores import seaweedfs_server
@@ -275,7 +331,10 @@ def main() -> None:
             def local(cache: Path, interval: str) -> list[str]:
                 return serve_command(archive, free_port(), cache, "--refresh-interval", interval)
 
-            table += three_starts("local folder", storage, local, workdir, args.sessions, {})
+            if args.idle_only:
+                table += idle_only("local folder", storage, workdir, args.sessions)
+            else:
+                table += three_starts("local folder", storage, local, workdir, args.sessions, {})
         if args.only in (None, "seaweedfs"):
             with seaweedfs_server(workdir / "weed") as weed:
                 weed.create_bucket(BUCKET)
@@ -291,7 +350,10 @@ def main() -> None:
                                          "--s3-region", "us-east-1", "--refresh-interval", interval)  # fmt: skip
 
                 env = {"AWS_ACCESS_KEY_ID": weed.access_key, "AWS_SECRET_ACCESS_KEY": weed.secret_key}
-                table += three_starts("SeaweedFS", storage, s3, workdir, args.sessions, env)
+                if args.idle_only:
+                    table += idle_only("SeaweedFS", storage, workdir, args.sessions)
+                else:
+                    table += three_starts("SeaweedFS", storage, s3, workdir, args.sessions, env)
         print_table(f"ray-history serve: start on {args.sessions:,} sessions", table)
     finally:
         if args.workdir is None:
