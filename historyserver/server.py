@@ -43,6 +43,9 @@ JOBS_FILE = "jobs.duckdb"
 # The job index reads this many sessions' snapshots at once, and commits this many together.
 INDEX_READERS = 8
 INDEX_BATCH = 500
+# Sessions from the job index objects are committed this many together: they cost no reads, and each commit
+# to the file costs about as much as 500 sessions' rows.
+OBJECT_BATCH = 5000
 # What the job index needs of a session's catalog row: its name, how it ended, who ran it.
 INDEX_COLUMNS = ("namespace", "cluster", "session", "status", "end_time_ms", "closed_reason", "expired_kinds",
                  *OWNER_COLUMNS)  # fmt: skip
@@ -256,8 +259,8 @@ class HistoryServer:
             if found is not None and (found.closed, found.end_ns) == (end.closed, end.end_ns):
                 ref = layout.SessionRef(row["namespace"], row["cluster"], row["session"])
                 entries.append(Entry(ref, row, found.jobs, Indexed(found.parts, found.closed, found.end_ns)))
-        done = sum(self._add_to_index(entries[start : start + INDEX_BATCH])
-                   for start in range(0, len(entries), INDEX_BATCH))  # fmt: skip
+        done = sum(self._add_to_index(entries[start : start + OBJECT_BATCH])
+                   for start in range(0, len(entries), OBJECT_BATCH))  # fmt: skip
         return [row for row in todo if not self._is_indexed(row)], done
 
     def _jobs_entry(self, row: dict[str, Any], derive: bool) -> Entry | None:
