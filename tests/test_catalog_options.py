@@ -22,7 +22,7 @@ def show(catalog: dict[str, Any]) -> None:
 def chosen(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     result = CliRunner().invoke(show, list(args), env=env)
     assert result.exit_code == 0, result.output
-    return dict(json.loads(result.output))
+    return dict(json.loads(result.stdout))
 
 
 def test_the_defaults_are_the_server_settings_defaults() -> None:

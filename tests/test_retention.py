@@ -525,7 +525,7 @@ def test_du_figures_are_what_a_listing_sums(archive: LocalStorage, now: int) -> 
     assert list(every) == list(GROUPINGS) and every["kind"] == usage_of(inventory, "kind")
     result = CliRunner().invoke(main, ["du", "--archive", str(archive.root), "--by", "month", "--format", "json"])
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     assert shown["total"]["bytes"] == sum(info.size for info in listing)
     assert sum(group["sessions"] for group in shown["groups"]) == 3
     table = CliRunner().invoke(main, ["du", "--archive", str(archive.root), "--by", "kind"])

@@ -194,7 +194,7 @@ def test_the_cli_on_seaweedfs(archive: S3Storage, seaweed: SeaweedFS, monkeypatc
     result = CliRunner().invoke(main, ["retention", "--max-age", "30d", "--now", at, "--format", "json", "--grace",
                                        "0s"], env=env)  # fmt: skip
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     assert {entry["session"] for entry in shown["sessions"]} == {ref.session for ref in refs.values()}
     # Nothing is left but the change journal's markers of the deletions (archive.changes; pruned after a day).
     left = {key for key in keys(archive) if not key.startswith("changes/")}
