@@ -846,14 +846,16 @@ class Catalog:
         where, params = _where(query)
         order = _order_by(query.sort)
         limit, offset = _page(query)
-        # One transaction: the total and the page come from the same state even mid-refresh.
+        # One transaction: the total and the page come from the same state even mid-refresh. The page's row ids
+        # are found first and its rows fetched after: sorting the rows themselves (a kilobyte and a half each)
+        # made a page at offset 50,000 of 100,000 sessions take 100 ms instead of 13.
         with closing(self._cursor()) as cur, _transaction(cur):
             total = cur.execute(f"SELECT count(*) FROM sessions WHERE {where}", params).fetchone()
-            page = cur.execute(
-                f"SELECT row_json FROM sessions WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                [*params, limit, offset],
-            ).fetchall()
-        return (total[0] if total else 0), [_ROW_DECODER.decode(row) for (row,) in page]
+            ids = [row[0] for row in cur.execute(f"SELECT rowid FROM sessions WHERE {where} ORDER BY {order} "
+                                                 "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()]  # fmt: skip
+            found = dict(cur.execute("SELECT rowid, row_json FROM sessions WHERE rowid = ANY(?::BIGINT[])", [ids])
+                         .fetchall()) if ids else {}  # fmt: skip
+        return (total[0] if total else 0), [_ROW_DECODER.decode(found[row_id]) for row_id in ids]
 
     def rows_by_status(self, statuses: Sequence[str], columns: Sequence[str]) -> list[dict[str, Any]]:
         """These columns of every session in these statuses, newest first (for passes over the archive:
@@ -873,10 +875,10 @@ class Catalog:
     def get(self, namespace: str, cluster: str, session: str) -> dict[str, Any] | None:
         """One session's row, or None if the archive has no such session."""
         with closing(self._cursor()) as cur:
-            row = cur.execute(
-                "SELECT row_json FROM sessions WHERE namespace = ? AND cluster = ? AND session = ?",
-                [namespace, cluster, session],
-            ).fetchone()
+            # By the path, which is stored uncompressed: three compressed columns took four times longer at
+            # 100,000 sessions, and every request naming a session asks.
+            row = cur.execute("SELECT row_json FROM sessions WHERE path = ?", [f"{namespace}/{cluster}/{session}"]
+                              ).fetchone()  # fmt: skip
         return _ROW_DECODER.decode(row[0]) if row is not None else None
 
     def public_schema(self) -> pa.Schema:
