@@ -36,14 +36,15 @@ SESSION_COLUMNS = ("namespace", "cluster", "session", "session_status", *OWNER_C
 JOB_COLUMNS = tuple(SNAPSHOT_TABLES["jobs"].names)
 
 # Bump when the tables below change: a job index file of another version is rebuilt.
-JOB_INDEX_VERSION = "1"
+JOB_INDEX_VERSION = "2"
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS jobindex_meta (name VARCHAR NOT NULL, value VARCHAR NOT NULL)",
-    # A page reads few columns of scattered rows: `row_json`, the public row as one JSON text (one column fetched
-    # rather than 25: 12 ms of a page at 400,000 jobs, then 2 to 6 ms), and `tie_break`, the order of ties
-    # (historyserver.jobsearch) as one text rather than three. The tie-break, read for every row in a page's
-    # range, is kept uncompressed (a compressed column costs its whole vector per row); the rows are not, as the
-    # catalog's are: uncompressed they saved 3 ms a page but made 100,000 sessions' file 5 times larger (800 MB).
+    # A page reads few columns of scattered rows, which costs a compressed column's whole vector for each row, so
+    # what it reads is kept uncompressed, as the catalog's rows are: `row_json`, the public row as one JSON text
+    # (one column fetched rather than 25: 12 ms of a page at 400,000 jobs, then 2), and `tie_break`, the order of
+    # ties (historyserver.jobsearch) as one text rather than three. Compressed, the rows' file was 5 times
+    # smaller (170 MB for 100,000 sessions, against 800), but in a server that had appended them (rather than
+    # opened the file) fetching a page's rows took 30 to 50 ms instead of 8.
     f"""CREATE TABLE IF NOT EXISTS jobs (
     path VARCHAR NOT NULL, {", ".join(f"{column} VARCHAR" for column in SESSION_COLUMNS)},
     job_id VARCHAR, submission_id VARCHAR, type VARCHAR, status VARCHAR, entrypoint VARCHAR, message VARCHAR,
@@ -51,7 +52,7 @@ _SCHEMA = [
     runtime_env JSON, driver_node_id VARCHAR, driver_ip_address VARCHAR, driver_pid BIGINT,
     driver_exit_code INTEGER, driver_agent_http_address VARCHAR, is_hidden BOOLEAN NOT NULL,
     tie_break VARCHAR NOT NULL USING COMPRESSION uncompressed,
-    row_json VARCHAR NOT NULL)""",
+    row_json VARCHAR NOT NULL USING COMPRESSION uncompressed)""",
     # What each indexed session's rows came from (Indexed), a session without jobs included.
     """CREATE TABLE IF NOT EXISTS indexed (
         path VARCHAR NOT NULL, namespace VARCHAR NOT NULL, parts VARCHAR NOT NULL, closed BOOLEAN NOT NULL,
@@ -192,8 +193,11 @@ class JobIndex:
             "end_ns": pa.array([entry.source.end_ns for entry in entries], pa.int64()),
         })  # fmt: skip
         with self._lock:
+            # Only sessions indexed before have rows to replace: new ones need no DELETE (a scan of every row).
+            known = [entry.ref.path for entry in entries if entry.ref.path in self._indexed]
             with closing(self._cursor()) as cur, _transaction(cur):
-                _delete_paths(cur, paths)
+                if known:
+                    _delete_paths(cur, pa.table({"path": pa.array(known, pa.string())}))
                 with _registered(cur, "_sources", sources):
                     cur.execute("INSERT INTO indexed BY NAME SELECT * FROM _sources")
                 if incoming is not None:

@@ -3,10 +3,10 @@
 A page sorted by a column with a tie-break over the session's path and the job's ids is what a user wants (ties
 grouped by session, the same order on every replica), but DuckDB's top-N then builds a string sort key for every
 matching row and carries every column of the kept rows: a page at offset 50,000 of 400,000 jobs took 115 ms.
-So a page is found in three small steps instead (`page`): the sort column alone, at the page's offset, gives the
+So a page is found in three small steps instead (`search`): the sort column alone, at the page's offset, gives the
 values the page starts and ends at (a top-N on one plain column: about 11 ms); what sorts before the first of
-them is counted; and only the rows between those two values are sorted in full, the page taken from them. The
-answer is exactly that of the single ORDER BY ... LIMIT ... OFFSET, ties included.
+them is counted (with the total, in one scan); and only the rows between those two values are sorted in full,
+the page taken from them. The answer is exactly that of the single ORDER BY ... LIMIT ... OFFSET, ties included.
 """
 
 from __future__ import annotations
@@ -58,25 +58,17 @@ class JobQuery:
 
 
 def search(cur: duckdb.DuckDBPyConnection, query: JobQuery) -> tuple[int, list[dict[str, Any]]]:
-    """(how many jobs match, the requested page of them), read through `cur`."""
+    """(how many jobs match, the requested page of them), read through `cur` (in one transaction: the total and
+    the page of one state)."""
     where, params = _where(query)
     column, descending = _sort_of(query.sort)
     queries.check_page(query.limit, query.offset)
-    total = cur.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()
-    count = total[0] if total else 0
-    if query.offset >= count:
-        return count, []
-    return count, page(cur, where, params, column, descending, query.limit, query.offset)
-
-
-def page(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], column: str, descending: bool, limit: int,
-         offset: int) -> list[dict[str, Any]]:  # fmt: skip
-    """The rows `offset` to `offset + limit` of `WHERE where ORDER BY column, tie-break` (see the module's doc)."""
     direction = "DESC" if descending else "ASC"
     bounds = cur.execute(f"SELECT {column} FROM jobs WHERE {where} ORDER BY {column} {direction} NULLS LAST "
-                         "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()  # fmt: skip
-    if not bounds:
-        return []
+                         "LIMIT ? OFFSET ?", [*params, query.limit, query.offset]).fetchall()  # fmt: skip
+    if not bounds:  # past the end: only the total
+        total = cur.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()
+        return (total[0] if total else 0), []
     first, last = bounds[0][0], bounds[-1][0]
     # What sorts before the page's first value, and the range of values the page is in. NULLS LAST: a null sorts
     # after every value, so a range from a value to a null runs on into the nulls.
@@ -90,13 +82,16 @@ def page(cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], column: 
     else:
         before = (f"{column} {ahead} ?", [first])
         between = (f"{column} BETWEEN ? AND ?", [last, first] if descending else [first, last])
-    skipped = cur.execute(f"SELECT count(*) FROM jobs WHERE {where} AND {before[0]}", [*params, *before[1]]).fetchone()
+    # The total and what comes before the page in one scan.
+    counted = cur.execute(f"SELECT count(*), count(*) FILTER (WHERE {before[0]}) FROM jobs WHERE {where}",
+                          [*before[1], *params]).fetchone()  # fmt: skip
+    total, skipped = counted if counted else (0, 0)
     found = cur.execute(
         f"SELECT row_json FROM jobs WHERE {where} AND {between[0]} "
         f"ORDER BY {column} {direction} NULLS LAST, tie_break LIMIT ? OFFSET ?",
-        [*params, *between[1], limit, offset - (skipped[0] if skipped else 0)],
+        [*params, *between[1], query.limit, query.offset - skipped],
     ).fetchall()
-    return [_ROW_DECODER.decode(row) for (row,) in found]
+    return total, [_ROW_DECODER.decode(row) for (row,) in found]
 
 
 def _where(query: JobQuery) -> tuple[str, list[Any]]:
