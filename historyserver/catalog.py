@@ -395,6 +395,9 @@ class Catalog:
         self._applied: dict[str, int] = dict(self._db.execute("SELECT key, at_ms FROM journal_applied").fetchall())
         # Documents the current full listing found, once it came back (the first load's "of how many").
         self.documents_listed: int | None = None
+        # Documents taken from the index objects since the start, as their batches are applied (the first load's
+        # progress counts them as read).
+        self.documents_from_index = 0
 
     def close(self) -> None:
         self._db.close()
@@ -655,7 +658,9 @@ class Catalog:
         for key in gone:
             self._seen.pop(key, None)
         tally.read += len(kept)
-        tally.from_index += sum(1 for item in kept if item.from_index)
+        taken = sum(1 for item in kept if item.from_index)
+        tally.from_index += taken
+        self.documents_from_index += taken
         tally.unreadable += sum(1 for item in kept if item.error is not None)
         tally.removed += len(gone)
         tally.touched |= paths

@@ -60,11 +60,15 @@ class CatalogLoad:
     """The first load of the catalog: run by the refresh loop until it has read every session document."""
 
     def __init__(self, storage: WatchedStorage, health: StoreHealth, count_sessions: Callable[[], int],
-                 documents_listed: Callable[[], int | None]) -> None:  # fmt: skip
+                 documents_listed: Callable[[], int | None], from_index: Callable[[], int] = lambda: 0,
+                 ) -> None:  # fmt: skip
+        """`from_index`: how many documents the catalog has taken from the archive's index objects so far (they
+        count as read, though no GET read them: a new replica's load is mostly those)."""
         self._storage = storage
         self._health = health
         self._count_sessions = count_sessions
         self._documents_listed = documents_listed
+        self._from_index = from_index
         self.loaded = threading.Event()
         self._lock = threading.Lock()
         self._started: float | None = None  # monotonic, when the first attempt began
@@ -96,7 +100,7 @@ class CatalogLoad:
                 self._calls_before = self._storage.counts()
             self._attempts += 1
             self._read_before += self._read_now()
-            self._base = self._storage.calls("get", "sessions", "ok")
+            self._base = self._storage.calls("get", "sessions", "ok") + self._from_index()
         if first:
             threading.Thread(target=self._report, name="catalog-progress", daemon=True).start()
         outages = self._health.unreachable_calls
@@ -175,8 +179,9 @@ class CatalogLoad:
         }  # fmt: skip
 
     def _read_now(self) -> int:
-        """Documents read by the current attempt (failed reads are read again by the next one)."""
-        return self._storage.calls("get", "sessions", "ok") - self._base
+        """Documents read (or taken from an index object) by the current attempt (failed reads are read again by
+        the next one)."""
+        return self._storage.calls("get", "sessions", "ok") + self._from_index() - self._base
 
     def _report(self) -> None:
         """Every few seconds until the load is done, how far it is (the operator's only sign of life); while

@@ -119,7 +119,8 @@ class HistoryServer:
         self.to_index: set[str] = set()  # ended sessions the background pass has still to index (their paths)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.load = CatalogLoad(self.storage, self.health, self._count_sessions, lambda: self.catalog.documents_listed)
+        self.load = CatalogLoad(self.storage, self.health, self._count_sessions, lambda: self.catalog.documents_listed,
+                                lambda: self.catalog.documents_from_index)  # fmt: skip
         if self.catalog.restored:
             # What the last run knew is served at once; the refresh loop's first pass brings it up to date.
             self.load.restored()

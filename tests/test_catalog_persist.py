@@ -285,6 +285,9 @@ def test_a_server_publishes_the_index_and_a_new_replica_starts_from_it(
     replica.start()
     assert all(key.startswith(layout.CATALOG_INDEX_PREFIX) for key in storage.reads)
     assert replica.catalog.list_sessions(SessionQuery())[0] == 16
+    # Its load counts the documents it took from the index as read: "N of N", not "0 of N" (/readyz, the log).
+    progress = replica.load.progress()
+    assert progress.documents_read == progress.documents_listed == len(document_keys(storage))
     replica.stop()
     replica.catalog.close()
 
