@@ -1,4 +1,4 @@
-"""A DuckDB file under --cache-dir that is only a cache of the archive (the job index's; the catalog's can use it).
+"""A DuckDB file under --cache-dir that is only a cache of the archive (the catalog's and the job index's).
 
 Such a file can always be made again from the archive, so opening it never stops the server: one that cannot be
 opened or read (corrupt, truncated) is deleted and made afresh, and one another process holds (DuckDB's file lock:

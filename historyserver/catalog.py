@@ -42,6 +42,8 @@ from archive import catalog_index, changes, documents, layout
 from archive.parts import live
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, StoreUnreachable
 
+from .cachedb import open_cache_database, reset_if_other
+
 log = logging.getLogger(__name__)
 
 # Bump when the tables below change: a catalog file of another version is rebuilt from the archive.
@@ -366,7 +368,7 @@ class Catalog:
         self._cursor_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._db = _open_database(database, self._prepare_schema)
+        self._db = open_cache_database(database, self._prepare_schema, _TABLES, "catalog")
         # (size, mtime_ns) of every document as last read: what makes a refresh of an unchanged archive free.
         self._seen: dict[str, tuple[int, int]] = {
             key: (size, mtime_ns)
@@ -419,13 +421,7 @@ class Catalog:
     def _prepare_schema(self, cur: duckdb.DuckDBPyConnection) -> None:
         """Create the tables; a catalog file of another version or another archive starts afresh."""
         wanted = {"version": CATALOG_VERSION, "archive": self.storage.uri, "layout": _FILE_LAYOUT}
-        existing = {row[0] for row in cur.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        if "catalog_meta" in existing:
-            found = dict(cur.execute("SELECT name, value FROM catalog_meta").fetchall())
-            if found != wanted:
-                log.info("catalog file was made for %s; rebuilding it for %s", found, wanted)
-                for table in _TABLES:
-                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+        reset_if_other(cur, "catalog_meta", wanted, _TABLES, "catalog")
         for statement in _SCHEMA:
             cur.execute(statement)
         if cur.execute("SELECT count(*) FROM catalog_meta").fetchone() == (0,):
@@ -909,46 +905,6 @@ class Catalog:
                 "SELECT path FROM retentions WHERE deleted OR list_contains(expired_kinds, ?)", [kind]
             ).fetchall()
         return {path for (path,) in rows}
-
-
-def _open_database(
-    database: Path | None, prepare: Callable[[duckdb.DuckDBPyConnection], None]
-) -> duckdb.DuckDBPyConnection:
-    """The catalog's DuckDB database, its tables ready. The file is only a cache of the archive: one that cannot
-    be opened or prepared is deleted and made again (never a crash at start), and one that another process holds
-    (DuckDB's file lock) is left to it, this catalog kept in memory."""
-    if database is not None:
-        try:
-            database.parent.mkdir(parents=True, exist_ok=True)
-            return _connect(database, prepare)
-        except duckdb.Error as exc:
-            if "lock" in str(exc).lower():
-                log.warning("catalog file %s is in use by another process; keeping the catalog in memory: %s",
-                            database, exc)  # fmt: skip
-            else:
-                log.warning("catalog file %s is unreadable; rebuilding it from the archive: %s", database, exc)
-                try:
-                    for stale in (database, database.with_name(database.name + ".wal")):
-                        stale.unlink(missing_ok=True)
-                    return _connect(database, prepare)
-                except (duckdb.Error, OSError) as again:
-                    log.warning("catalog file %s cannot be made; keeping the catalog in memory: %s", database, again)
-        except OSError as exc:
-            log.warning("no catalog file at %s; keeping the catalog in memory: %s", database, exc)
-    return _connect(None, prepare)
-
-
-def _connect(database: Path | None, prepare: Callable[[duckdb.DuckDBPyConnection], None]) -> duckdb.DuckDBPyConnection:
-    db = duckdb.connect(str(database) if database is not None else ":memory:")
-    try:
-        prepare(db)
-        # Every table read once: a file whose header opens but whose tables do not fails here, not later.
-        for table in _TABLES:
-            db.execute(f"SELECT count(*) FROM {table}").fetchone()
-    except BaseException:
-        db.close()
-        raise
-    return db
 
 
 def _index_digest(docs: Sequence[catalog_index.IndexedDocument]) -> tuple[int, int]:
