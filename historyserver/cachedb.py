@@ -8,10 +8,12 @@ two servers given the same --cache-dir) is left to it, the caller's tables then 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +69,25 @@ def reset_if_other(cur: duckdb.DuckDBPyConnection, meta_table: str, wanted: dict
         log.info("%s file was made for %s; rebuilding it for %s", what, found, wanted)
         for table in tables:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@contextmanager
+def transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """A with-block as one transaction: committed at its end, rolled back if it raises."""
+    cur.begin()
+    try:
+        yield
+    except BaseException:
+        cur.rollback()
+        raise
+    cur.commit()
+
+
+@contextmanager
+def registered(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """An Arrow table visible to `cur` under `name` for the duration of a with-block."""
+    cur.register(name, table)
+    try:
+        yield
+    finally:
+        cur.unregister(name)

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +42,7 @@ from archive import catalog_index, changes, documents, layout
 from archive.parts import live
 from archive.storage import ObjectInfo, ObjectNotFound, Storage, StorageError, StoreUnreachable
 
-from .cachedb import open_cache_database, reset_if_other
+from .cachedb import open_cache_database, registered, reset_if_other, transaction
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ class Catalog:
     def _rejudge_statuses(cur: duckdb.DuckDBPyConnection, running_since_ms: int) -> set[str]:
         """Sessions whose status the clock alone changed (heartbeats that went quiet)."""
         params = {"running_since_ms": running_since_ms}
-        with _transaction(cur):
+        with transaction(cur):
             rows = cur.execute(
                 f"UPDATE sessions SET status = {_STATUS_SQL} WHERE status <> {_STATUS_SQL} RETURNING path", params
             ).fetchall()
@@ -540,7 +540,7 @@ class Catalog:
         self._applied.update(new)
         oldest = now_ms - int(self.journal_window_s * 1000)
         self._applied = {key: at_ms for key, at_ms in self._applied.items() if at_ms >= oldest}
-        with _transaction(cur):
+        with transaction(cur):
             cur.execute("DELETE FROM journal_applied WHERE at_ms < ?", [oldest])
             _insert(cur, "journal_applied", [{"key": key, "at_ms": at_ms} for key, at_ms in new.items()], _APPLIED)
             cur.execute("DELETE FROM refresh_state")
@@ -641,7 +641,7 @@ class Catalog:
         paths = {item.doc.ref.path for item in fetched if not item.failed}
         if not keys:
             return
-        with _transaction(cur):
+        with transaction(cur):
             self._delete_keys(cur, keys)
             _insert(cur, "documents", [_listing_row(item) for item in kept], _DOCUMENTS)
             for kind, (table, schema) in _DOC_TABLES.items():
@@ -665,7 +665,7 @@ class Catalog:
         self, cur: duckdb.DuckDBPyConnection, keys: list[str], running_since_ms: int, tally: _Tally
     ) -> None:
         paths = {doc.ref.path for doc in map(_parse_session_key, keys) if doc is not None}
-        with _transaction(cur):
+        with transaction(cur):
             self._delete_keys(cur, keys)
             self._rebuild_sessions(cur, paths, running_since_ms)
         for key in keys:
@@ -681,13 +681,13 @@ class Catalog:
 
     @staticmethod
     def _delete_keys(cur: duckdb.DuckDBPyConnection, keys: list[str]) -> None:
-        with _registered(cur, "_keys", pa.table({"key": pa.array(keys, _STRING)})):
+        with registered(cur, "_keys", pa.table({"key": pa.array(keys, _STRING)})):
             for table in ("documents", *(table for table, _ in _DOC_TABLES.values())):
                 cur.execute(f"DELETE FROM {table} WHERE key IN (SELECT key FROM _keys)")
 
     @staticmethod
     def _rebuild_sessions(cur: duckdb.DuckDBPyConnection, paths: Iterable[str], running_since_ms: int) -> None:
-        with _registered(cur, "_paths", pa.table({"path": pa.array(sorted(paths), _STRING)})):
+        with registered(cur, "_paths", pa.table({"path": pa.array(sorted(paths), _STRING)})):
             cur.execute("DELETE FROM sessions WHERE path IN (SELECT path FROM _paths)")
             cur.execute(_BUILD_SESSIONS, {"running_since_ms": running_since_ms})
 
@@ -734,7 +734,7 @@ class Catalog:
         if not changed:
             return changed
         changed_paths = pa.table({"path": pa.array(sorted(changed), _STRING)})
-        with _transaction(cur), _registered(cur, "_changed", changed_paths):
+        with transaction(cur), registered(cur, "_changed", changed_paths):
             cur.execute("DELETE FROM part_stats WHERE path IN (SELECT path FROM _changed)")
             _insert(cur, "part_stats", [stats[path] for path in changed if path in stats], _PART_STATS)
             self._rebuild_sessions(cur, changed, running_since_ms)
@@ -814,7 +814,7 @@ class Catalog:
                     self._published[namespace] = digest
                 changed.append(key)
             if changed:
-                with _transaction(cur):
+                with transaction(cur):
                     cur.execute("DELETE FROM index_published")
                     cur.executemany("INSERT INTO index_published VALUES (?, ?, ?)",
                                     [(ns, count, str(digest)) for ns, (count, digest) in sorted(self._published.items())
@@ -850,7 +850,7 @@ class Catalog:
         # One transaction: the total and the page come from the same state even mid-refresh. The page's row ids
         # are found first and its rows fetched after: sorting the rows themselves (a kilobyte and a half each)
         # made a page at offset 50,000 of 100,000 sessions take 100 ms instead of 13.
-        with closing(self._cursor()) as cur, _transaction(cur):
+        with closing(self._cursor()) as cur, transaction(cur):
             total = cur.execute(f"SELECT count(*) FROM sessions WHERE {where}", params).fetchone()
             ids = [row[0] for row in cur.execute(f"SELECT rowid FROM sessions WHERE {where} ORDER BY {order} "
                                                  "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()]  # fmt: skip
@@ -1023,29 +1023,8 @@ def _listing_row(item: _Fetched) -> dict[str, Any]:
 def _insert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     if not rows:
         return
-    with _registered(cur, "_incoming", pa.Table.from_pylist(rows, schema=schema)):
+    with registered(cur, "_incoming", pa.Table.from_pylist(rows, schema=schema)):
         cur.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
-
-
-@contextmanager
-def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    cur.begin()
-    try:
-        yield
-    except BaseException:
-        cur.rollback()
-        raise
-    cur.commit()
-
-
-@contextmanager
-def _registered(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
-    """An Arrow table visible to `cur` under `name` for the duration of a with-block."""
-    cur.register(name, table)
-    try:
-        yield
-    finally:
-        cur.unregister(name)
 
 
 # -- queries to SQL ----------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import pyarrow as pa
 from archive import job_index, layout
 from archive.schema import SNAPSHOT_TABLES
 
-from .cachedb import open_cache_database, reset_if_other
+from .cachedb import open_cache_database, registered, reset_if_other, transaction
 from .jobsearch import TIE_BREAK, JobQuery, search
 
 __all__ = ["Entry", "Indexed", "JobIndex", "JobQuery"]
@@ -195,13 +195,13 @@ class JobIndex:
         with self._lock:
             # Only sessions indexed before have rows to replace: new ones need no DELETE (a scan of every row).
             known = [entry.ref.path for entry in entries if entry.ref.path in self._indexed]
-            with closing(self._cursor()) as cur, _transaction(cur):
+            with closing(self._cursor()) as cur, transaction(cur):
                 if known:
                     _delete_paths(cur, pa.table({"path": pa.array(known, pa.string())}))
-                with _registered(cur, "_sources", sources):
+                with registered(cur, "_sources", sources):
                     cur.execute("INSERT INTO indexed BY NAME SELECT * FROM _sources")
                 if incoming is not None:
-                    with _registered(cur, "_incoming", incoming):
+                    with registered(cur, "_incoming", incoming):
                         cur.execute(_INSERT_JOBS)
             # Only once committed: a failed put leaves the sessions to be indexed again.
             for entry in entries:
@@ -214,7 +214,7 @@ class JobIndex:
         if not paths:
             return
         with self._lock:
-            with closing(self._cursor()) as cur, _transaction(cur):
+            with closing(self._cursor()) as cur, transaction(cur):
                 _delete_paths(cur, pa.table({"path": pa.array(sorted(paths), pa.string())}))
             for path in paths:
                 self._count(path, self._indexed.pop(path, None), -1)
@@ -237,7 +237,7 @@ class JobIndex:
     def list_jobs(self, query: JobQuery) -> tuple[int, list[dict[str, Any]]]:
         """(how many jobs match, the requested page of them); BadRequest for a query that cannot hold."""
         # One transaction: the total and the page come from the same state even while sessions are put.
-        with closing(self._cursor()) as cur, _transaction(cur):
+        with closing(self._cursor()) as cur, transaction(cur):
             return search(cur, query)
 
     # -- what the archive's index objects are written from (historyserver.jobobjects) -----------------------
@@ -269,7 +269,7 @@ class JobIndex:
     def set_published(self, published: dict[str, tuple[int, int]]) -> None:
         """Remember what the archive's index objects hold, across restarts (a namespace that did not change
         since is not written again)."""
-        with self._lock, closing(self._cursor()) as cur, _transaction(cur):
+        with self._lock, closing(self._cursor()) as cur, transaction(cur):
             cur.execute("DELETE FROM index_published")
             rows = [(namespace, count, str(digest)) for namespace, (count, digest) in sorted(published.items())]
             if rows:
@@ -285,26 +285,6 @@ def source_hash(path: str, source: Indexed) -> int:
 
 
 def _delete_paths(cur: duckdb.DuckDBPyConnection, paths: pa.Table) -> None:
-    with _registered(cur, "_paths", paths):
+    with registered(cur, "_paths", paths):
         for table in ("jobs", "indexed"):
             cur.execute(f"DELETE FROM {table} WHERE path IN (SELECT path FROM _paths)")
-
-
-@contextmanager
-def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    cur.begin()
-    try:
-        yield
-    except BaseException:
-        cur.rollback()
-        raise
-    cur.commit()
-
-
-@contextmanager
-def _registered(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
-    cur.register(name, table)
-    try:
-        yield
-    finally:
-        cur.unregister(name)
