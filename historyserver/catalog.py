@@ -400,6 +400,8 @@ class Catalog:
         # Documents taken from the index objects since the start, as their batches are applied (the first load's
         # progress counts them as read).
         self.documents_from_index = 0
+        # Every session's path as the last whole refresh left them; None until one is done.
+        self._paths: frozenset[str] | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -440,7 +442,8 @@ class Catalog:
             now_ms = int(self._clock() * 1000)
             with closing(self._cursor()) as cur:
                 running_since_ms = self._running_since_ms()
-                before = self._session_paths(cur)
+                before = self._paths if self._paths is not None else self._session_paths(cur)
+                self._paths = None  # until this refresh is done: one that fails leaves the next to read them anew
                 aged = self._rejudge_statuses(cur, running_since_ms)
                 markers: list[changes.Change] = []
                 changed: dict[str, layout.SessionRef] | None = None  # None: list every document
@@ -465,7 +468,10 @@ class Catalog:
                 if scan_parts:
                     parts_listed, stats = self._scan_parts()
                     tally.touched |= self._apply_part_stats(cur, stats, running_since_ms)
-                after = self._session_paths(cur)
+                # Only a rebuilt session can have come or gone: an idle refresh of 100,000 sessions read their
+                # paths twice, a tenth of a second of the server's CPU every refresh.
+                after = self._session_paths(cur) if tally.touched else before
+                self._paths = after
         return RefreshStats(
             full_listing=changed is None,
             changes_listed=len(markers),
@@ -486,17 +492,18 @@ class Catalog:
         return int((self._clock() - self.heartbeat_timeout_s) * 1000)
 
     @staticmethod
-    def _session_paths(cur: duckdb.DuckDBPyConnection) -> set[str]:
-        return {row[0] for row in cur.execute("SELECT path FROM sessions").fetchall()}
+    def _session_paths(cur: duckdb.DuckDBPyConnection) -> frozenset[str]:
+        return frozenset(row[0] for row in cur.execute("SELECT path FROM sessions").fetchall())
 
     @staticmethod
     def _rejudge_statuses(cur: duckdb.DuckDBPyConnection, running_since_ms: int) -> set[str]:
         """Sessions whose status the clock alone changed (heartbeats that went quiet)."""
         params = {"running_since_ms": running_since_ms}
         with transaction(cur):
-            rows = cur.execute(
-                f"UPDATE sessions SET status = {_STATUS_SQL} WHERE status <> {_STATUS_SQL} RETURNING path", params
-            ).fetchall()
+            # A closed session stays closed whatever the clock says: only the others are judged again (a tenth of
+            # 100,000 sessions, where judging them all took 60 ms every refresh).
+            rows = cur.execute(f"UPDATE sessions SET status = {_STATUS_SQL} WHERE status <> 'closed' AND "
+                               f"status <> {_STATUS_SQL} RETURNING path", params).fetchall()  # fmt: skip
             if rows:
                 cur.execute(f"UPDATE sessions SET row_json = {_ROW_JSON_SQL} WHERE status <> row_json->>'status'")
         return {row[0] for row in rows}
@@ -892,8 +899,12 @@ class Catalog:
         with closing(self._cursor()) as cur:
             return {namespace for (namespace,) in cur.execute("SELECT DISTINCT namespace FROM sessions").fetchall()}
 
-    def paths(self) -> set[str]:
-        """Every session that exists ("namespace/cluster/session"): what a cache may keep."""
+    def paths(self) -> frozenset[str]:
+        """Every session that exists ("namespace/cluster/session"): what a cache may keep. As the last refresh
+        left them (the server asks after every refresh and every put into the job index)."""
+        known = self._paths
+        if known is not None:
+            return known
         with closing(self._cursor()) as cur:
             return self._session_paths(cur)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +187,7 @@ class HistoryServer:
             self.catalog.publish_index(self.settings.catalog_index_interval)
         return stats
 
-    def _forget_gone(self, existing: set[str]) -> None:
+    def _forget_gone(self, existing: AbstractSet[str]) -> None:
         self.sessions.keep_only(existing)
         self.jobs.forget(self.jobs.paths() - existing)
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ class SessionCache:
         with self._lock:
             self._open.pop(ref, None)
 
-    def keep_only(self, paths: set[str]) -> None:
+    def keep_only(self, paths: AbstractSet[str]) -> None:
         """Close the sessions that no longer exist (deleted by retention): not one more answer from them."""
         with self._lock:
             for ref in [ref for ref in self._open if ref.path not in paths]:
