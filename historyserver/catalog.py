@@ -369,16 +369,16 @@ class Catalog:
         self._refresh_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._db = open_cache_database(database, self._prepare_schema, _TABLES, "catalog")
-        # (size, mtime_ns) of every document as last read: what makes a refresh of an unchanged archive free.
-        self._seen: dict[str, tuple[int, int]] = {
-            key: (size, mtime_ns)
-            for key, size, mtime_ns in self._db.execute("SELECT key, size, mtime_ns FROM documents").fetchall()
-        }
+        # Read in the background (a second at 100,000 sessions, which the port must not wait for); the first
+        # refresh waits for it.
+        self._seen_documents: dict[str, tuple[int, int]] = {}
+        self._seen_loaded = threading.Event()
         # Whether the file held a catalog: it can be served at once, before the first refresh.
-        self.restored = bool(self._seen)
+        [(documents,)] = self._db.execute("SELECT count(*) FROM documents").fetchall()
+        self.restored = documents > 0
         # Keys under sessions/ that are no session document (stray files): not parsed again.
         self._ignored: set[str] = set()
-        self._use_index = use_index and not self._seen
+        self._use_index = use_index and not self.restored
         # Documents of the index objects, by key, until the first refresh that used them is done.
         self._index_docs: dict[str, catalog_index.IndexedDocument] = {}
         # Per namespace, the (count, hash) of the documents its index object in the archive holds, as this
@@ -391,8 +391,8 @@ class Catalog:
         self.full_refresh_interval_s = full_refresh_interval_s
         self.journal_window_s = journal_window_s
         state = dict(self._db.execute("SELECT name, value FROM refresh_state").fetchall())
-        self._journal_cursor_ms: int | None = state.get("journal_cursor_ms") if self._seen else None
-        self._full_listing_ms: int | None = state.get("full_listing_ms") if self._seen else None
+        self._journal_cursor_ms: int | None = state.get("journal_cursor_ms") if self.restored else None
+        self._full_listing_ms: int | None = state.get("full_listing_ms") if self.restored else None
         # Markers of the window already applied (key: its time), so a marker listed again costs nothing.
         self._applied: dict[str, int] = dict(self._db.execute("SELECT key, at_ms FROM journal_applied").fetchall())
         # Documents the current full listing found, once it came back (the first load's "of how many").
@@ -402,9 +402,26 @@ class Catalog:
         self.documents_from_index = 0
         # Every session's path as the last whole refresh left them; None until one is done.
         self._paths: frozenset[str] | None = None
+        # Last: the parent connection is used by one thread at a time, and this one has done with it.
+        threading.Thread(target=self._load_seen, name="catalog-file", daemon=True).start()
 
     def close(self) -> None:
+        self._seen_loaded.wait()
         self._db.close()
+
+    def _load_seen(self) -> None:
+        try:
+            with closing(self._cursor()) as cur:
+                rows = cur.execute("SELECT key, size, mtime_ns FROM documents").fetchall()
+            self._seen_documents = {key: (size, mtime_ns) for key, size, mtime_ns in rows}
+        finally:
+            self._seen_loaded.set()
+
+    @property
+    def _seen(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every document as last read: what makes a refresh of an unchanged archive free."""
+        self._seen_loaded.wait()
+        return self._seen_documents
 
     def __enter__(self) -> Catalog:
         return self

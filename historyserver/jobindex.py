@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,18 @@ _INSERT_JOBS = f"""INSERT INTO jobs BY NAME SELECT *, {TIE_BREAK} AS tie_break, 
                    FROM (SELECT *, end_time_ms - start_time_ms AS duration_ms FROM _incoming)"""
 
 
+@dataclass
+class _Known:
+    """What the job index keeps in memory beside its tables."""
+
+    indexed: dict[str, Indexed] = field(default_factory=dict)  # path -> what its rows came from
+    # Per namespace, (sessions, digest) of the ended sessions' sources, kept as they are put and forgotten.
+    digests: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Sessions per namespace: a viewer's progress line is then a few additions, not a pass over every session.
+    per_namespace: Counter[str] = field(default_factory=Counter)
+    published: dict[str, tuple[int, int]] = field(default_factory=dict)  # namespace -> as last written
+
+
 @dataclass(frozen=True)
 class Indexed:
     """What an indexed session's rows came from: its snapshot, and how the session had ended."""
@@ -124,22 +136,52 @@ class JobIndex:
         self._db = open_cache_database(database, self._prepare, _TABLES, "job index")
         self._lock = threading.Lock()  # one writer at a time; readers take a cursor of their own
         self._cursor_lock = threading.Lock()
-        with closing(self._cursor()) as cur:
-            found = cur.execute("SELECT path, parts, closed, end_ns FROM indexed").fetchall()
-            published = cur.execute("SELECT namespace, sessions, digest FROM index_published").fetchall()
-        self._indexed: dict[str, Indexed] = {path: Indexed(parts, closed, end_ns)
-                                             for path, parts, closed, end_ns in found}  # fmt: skip
-        # Whether the file held an index: a restart then needs nothing from the archive's index objects.
-        self.restored = bool(self._indexed)
-        # Per namespace, (sessions, digest) of the ended sessions' sources, kept as they are put and forgotten.
-        self._digests: dict[str, tuple[int, int]] = {}
-        # Sessions per namespace: a viewer's progress line is then a few additions, not a pass over every session.
-        self._per_namespace: Counter[str] = Counter()
-        for path, source in self._indexed.items():
-            self._count(path, source, 1)
-        self._published = {namespace: (sessions, int(digest)) for namespace, sessions, digest in published}
+        self._known = _Known()
+        # What the file holds is read in the background (a second at 100,000 sessions, which the port must not
+        # wait for); whatever needs it waits for it.
+        self._loaded = threading.Event()
+        threading.Thread(target=self._load, name="job-index-file", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            with closing(self._cursor()) as cur:
+                found = cur.execute("SELECT path, parts, closed, end_ns FROM indexed").fetchall()
+                published = cur.execute("SELECT namespace, sessions, digest FROM index_published").fetchall()
+            self._known.indexed.update((path, Indexed(parts, closed, end_ns)) for path, parts, closed, end_ns in found)
+            for path, source in self._known.indexed.items():
+                self._count(path, source, 1)
+            self._known.published.update((namespace, (sessions, int(digest)))
+                                         for namespace, sessions, digest in published)  # fmt: skip
+        finally:
+            self._loaded.set()
+
+    @property
+    def _indexed(self) -> dict[str, Indexed]:
+        self._loaded.wait()
+        return self._known.indexed
+
+    @property
+    def _digests(self) -> dict[str, tuple[int, int]]:
+        self._loaded.wait()
+        return self._known.digests
+
+    @property
+    def _per_namespace(self) -> Counter[str]:
+        self._loaded.wait()
+        return self._known.per_namespace
+
+    @property
+    def _published(self) -> dict[str, tuple[int, int]]:
+        self._loaded.wait()
+        return self._known.published
+
+    @property
+    def restored(self) -> bool:
+        """Whether the file held an index: a restart then needs nothing from the archive's index objects."""
+        return bool(self._indexed)
 
     def close(self) -> None:
+        self._loaded.wait()
         self._db.close()
 
     def _prepare(self, cur: duckdb.DuckDBPyConnection) -> None:
@@ -160,17 +202,17 @@ class JobIndex:
         if source is None:
             return
         namespace = path.split("/", 1)[0]
-        self._per_namespace[namespace] += sign
-        if not self._per_namespace[namespace]:
-            del self._per_namespace[namespace]
+        self._known.per_namespace[namespace] += sign
+        if not self._known.per_namespace[namespace]:
+            del self._known.per_namespace[namespace]
         if not source.closed:
             return
-        count, digest = self._digests.get(namespace, (0, 0))
+        count, digest = self._known.digests.get(namespace, (0, 0))
         count, digest = count + sign, digest ^ source_hash(path, source)
         if count:
-            self._digests[namespace] = (count, digest)
+            self._known.digests[namespace] = (count, digest)
         else:
-            self._digests.pop(namespace, None)
+            self._known.digests.pop(namespace, None)
 
     def indexed(self, path: str) -> Indexed | None:
         """What the session's rows came from (None if it is not indexed); `path` is namespace/cluster/session."""
@@ -274,7 +316,7 @@ class JobIndex:
             rows = [(namespace, count, str(digest)) for namespace, (count, digest) in sorted(published.items())]
             if rows:
                 cur.executemany("INSERT INTO index_published VALUES (?, ?, ?)", rows)
-            self._published = dict(published)
+            self._known.published = dict(published)
 
 
 def source_hash(path: str, source: Indexed) -> int:

@@ -32,9 +32,18 @@ class JobIndexObjects:
         self.storage = storage
         self.jobs = jobs
         self._lock = threading.Lock()
-        # Per namespace, (sessions, digest) of its object as last read or written, and when this process wrote it.
-        self._published = jobs.published()
+        # Per namespace, (sessions, digest) of its object as last read or written (taken from the job index's file
+        # on first use: it is read in the background), and when this process wrote it.
+        self._published_known: dict[str, tuple[int, int]] | None = None
+        self._first_use = threading.Lock()
         self._published_at: dict[str, float] = {}
+
+    @property
+    def _published(self) -> dict[str, tuple[int, int]]:
+        with self._first_use:
+            if self._published_known is None:
+                self._published_known = self.jobs.published()
+            return self._published_known
 
     def read(self) -> dict[str, job_index.IndexedSession]:
         """Every session the archive's job index objects hold, by path. An object that cannot be read is skipped
