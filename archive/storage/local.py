@@ -169,14 +169,38 @@ class LocalStorage:
         yield from self._walk(start, head + "/" if head else "", prefix, start_after or "")
 
     def _walk(self, directory: Path, key_prefix: str, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        # Depth first with a stack of its own, not generators nested as deep as the tree: each key went up
+        # through every level, and listing 100,000 sessions' documents took most of a new replica's start.
+        stack = [iter(self._entries(str(directory), key_prefix))]
+        while stack:
+            for key, entry, is_dir in stack[-1]:
+                if is_dir:
+                    # Descend only where keys can still match the prefix, and can still come after `after`: every
+                    # key below "d/" is after it if "d/" is, and before it if "d/" is before and no prefix of it.
+                    if (key.startswith(prefix) or prefix.startswith(key)) and (key > after or after.startswith(key)):
+                        stack.append(iter(self._entries(entry.path, key)))
+                        break
+                    continue
+                if _is_temp_name(entry.name) or not key.startswith(prefix) or key <= after:
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    # Deleted between the scan and the stat.
+                    continue
+                yield ObjectInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            else:
+                stack.pop()
+
+    def _entries(self, directory: str, key_prefix: str) -> list[tuple[str, os.DirEntry[str], bool]]:
+        """A directory's entries as (key, entry, is a directory), in key order."""
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
         except (FileNotFoundError, NotADirectoryError):
-            return
+            return []
         except OSError as exc:
             raise self._os_error("listing", key_prefix or "/", exc) from exc
-
         # Symlinked directories are not followed: a link to an ancestor would loop forever, and
         # nothing in the archive layout needs them.
         named: list[tuple[str, os.DirEntry[str], bool]] = []
@@ -192,22 +216,6 @@ class LocalStorage:
                 continue
             # Appending '/' to subdirectory names makes a per-directory sort yield the whole tree
             # in plain key order, lazily: every key below "a" starts with "a/", so "a-b" < "a/x".
-            named.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
+            named.append((key_prefix + entry.name + "/" if is_dir else key_prefix + entry.name, entry, is_dir))
         named.sort(key=lambda item: item[0])
-
-        for name, entry, is_dir in named:
-            key = key_prefix + name
-            if is_dir:
-                # Descend only where keys can still match the prefix, and can still come after `after`: every
-                # key below "d/" is after it if "d/" is, and before it if "d/" is before and no prefix of it.
-                if (key.startswith(prefix) or prefix.startswith(key)) and (key > after or after.startswith(key)):
-                    yield from self._walk(Path(entry.path), key, prefix, after)
-                continue
-            if _is_temp_name(entry.name) or not key.startswith(prefix) or key <= after:
-                continue
-            try:
-                st = entry.stat()
-            except FileNotFoundError:
-                # Deleted between the scan and the stat.
-                continue
-            yield ObjectInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return named
