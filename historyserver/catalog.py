@@ -369,10 +369,9 @@ class Catalog:
         self._refresh_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._db = open_cache_database(database, self._prepare_schema, _TABLES, "catalog")
-        # Read in the background (a second at 100,000 sessions, which the port must not wait for); the first
-        # refresh waits for it.
-        self._seen_documents: dict[str, tuple[int, int]] = {}
-        self._seen_loaded = threading.Event()
+        # Read on first use, by the first refresh (a second at 100,000 sessions, which the port must not wait for).
+        self._seen_documents: dict[str, tuple[int, int]] | None = None
+        self._seen_lock = threading.Lock()
         # Whether the file held a catalog: it can be served at once, before the first refresh.
         [(documents,)] = self._db.execute("SELECT count(*) FROM documents").fetchall()
         self.restored = documents > 0
@@ -400,28 +399,24 @@ class Catalog:
         # Documents taken from the index objects since the start, as their batches are applied (the first load's
         # progress counts them as read).
         self.documents_from_index = 0
+        # Counts the refreshes that changed a session's row: a pass over every session (the job index's) that saw
+        # this generation has nothing new to see until it changes.
+        self.generation = 0
         # Every session's path as the last whole refresh left them; None until one is done.
         self._paths: frozenset[str] | None = None
-        # Last: the parent connection is used by one thread at a time, and this one has done with it.
-        threading.Thread(target=self._load_seen, name="catalog-file", daemon=True).start()
 
     def close(self) -> None:
-        self._seen_loaded.wait()
         self._db.close()
-
-    def _load_seen(self) -> None:
-        try:
-            with closing(self._cursor()) as cur:
-                rows = cur.execute("SELECT key, size, mtime_ns FROM documents").fetchall()
-            self._seen_documents = {key: (size, mtime_ns) for key, size, mtime_ns in rows}
-        finally:
-            self._seen_loaded.set()
 
     @property
     def _seen(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every document as last read: what makes a refresh of an unchanged archive free."""
-        self._seen_loaded.wait()
-        return self._seen_documents
+        with self._seen_lock:
+            if self._seen_documents is None:
+                with closing(self._cursor()) as cur:
+                    rows = cur.execute("SELECT key, size, mtime_ns FROM documents").fetchall()
+                self._seen_documents = {key: (size, mtime_ns) for key, size, mtime_ns in rows}
+            return self._seen_documents
 
     def __enter__(self) -> Catalog:
         return self
@@ -489,6 +484,8 @@ class Catalog:
                 # paths twice, a tenth of a second of the server's CPU every refresh.
                 after = self._session_paths(cur) if tally.touched else before
                 self._paths = after
+                if tally.touched or aged:
+                    self.generation += 1
         return RefreshStats(
             full_listing=changed is None,
             changes_listed=len(markers),

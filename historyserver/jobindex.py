@@ -136,43 +136,43 @@ class JobIndex:
         self._db = open_cache_database(database, self._prepare, _TABLES, "job index")
         self._lock = threading.Lock()  # one writer at a time; readers take a cursor of their own
         self._cursor_lock = threading.Lock()
-        self._known = _Known()
-        # What the file holds is read in the background (a second at 100,000 sessions, which the port must not
-        # wait for); whatever needs it waits for it.
-        self._loaded = threading.Event()
-        threading.Thread(target=self._load, name="job-index-file", daemon=True).start()
+        # What the file holds is read on first use (a second at 100,000 sessions, which the port must not wait for).
+        self._known_loaded: _Known | None = None
+        self._load_lock = threading.Lock()
 
-    def _load(self) -> None:
-        try:
-            with closing(self._cursor()) as cur:
-                found = cur.execute("SELECT path, parts, closed, end_ns FROM indexed").fetchall()
-                published = cur.execute("SELECT namespace, sessions, digest FROM index_published").fetchall()
-            self._known.indexed.update((path, Indexed(parts, closed, end_ns)) for path, parts, closed, end_ns in found)
-            for path, source in self._known.indexed.items():
-                self._count(path, source, 1)
-            self._known.published.update((namespace, (sessions, int(digest)))
-                                         for namespace, sessions, digest in published)  # fmt: skip
-        finally:
-            self._loaded.set()
+    @property
+    def _known(self) -> _Known:
+        with self._load_lock:
+            if self._known_loaded is None:
+                self._known_loaded = self._load()
+            return self._known_loaded
+
+    def _load(self) -> _Known:
+        with closing(self._cursor()) as cur:
+            found = cur.execute("SELECT path, parts, closed, end_ns FROM indexed").fetchall()
+            published = cur.execute("SELECT namespace, sessions, digest FROM index_published").fetchall()
+        known = _Known(
+            indexed={path: Indexed(parts, closed, end_ns) for path, parts, closed, end_ns in found},
+            published={namespace: (sessions, int(digest)) for namespace, sessions, digest in published},
+        )
+        for path, source in known.indexed.items():
+            _count(known, path, source, 1)
+        return known
 
     @property
     def _indexed(self) -> dict[str, Indexed]:
-        self._loaded.wait()
         return self._known.indexed
 
     @property
     def _digests(self) -> dict[str, tuple[int, int]]:
-        self._loaded.wait()
         return self._known.digests
 
     @property
     def _per_namespace(self) -> Counter[str]:
-        self._loaded.wait()
         return self._known.per_namespace
 
     @property
     def _published(self) -> dict[str, tuple[int, int]]:
-        self._loaded.wait()
         return self._known.published
 
     @property
@@ -181,7 +181,6 @@ class JobIndex:
         return bool(self._indexed)
 
     def close(self) -> None:
-        self._loaded.wait()
         self._db.close()
 
     def _prepare(self, cur: duckdb.DuckDBPyConnection) -> None:
@@ -197,22 +196,7 @@ class JobIndex:
             return self._db.cursor()
 
     def _count(self, path: str, source: Indexed | None, sign: int) -> None:
-        """Add (sign 1) or take out (-1) a session from its namespace's count, and its source from its namespace's
-        digest (of ended sessions only)."""
-        if source is None:
-            return
-        namespace = path.split("/", 1)[0]
-        self._known.per_namespace[namespace] += sign
-        if not self._known.per_namespace[namespace]:
-            del self._known.per_namespace[namespace]
-        if not source.closed:
-            return
-        count, digest = self._known.digests.get(namespace, (0, 0))
-        count, digest = count + sign, digest ^ source_hash(path, source)
-        if count:
-            self._known.digests[namespace] = (count, digest)
-        else:
-            self._known.digests.pop(namespace, None)
+        _count(self._known, path, source, sign)
 
     def indexed(self, path: str) -> Indexed | None:
         """What the session's rows came from (None if it is not indexed); `path` is namespace/cluster/session."""
@@ -317,6 +301,25 @@ class JobIndex:
             if rows:
                 cur.executemany("INSERT INTO index_published VALUES (?, ?, ?)", rows)
             self._known.published = dict(published)
+
+
+def _count(known: _Known, path: str, source: Indexed | None, sign: int) -> None:
+    """Add (sign 1) or take out (-1) a session from its namespace's count, and its source from its namespace's
+    digest (of ended sessions only)."""
+    if source is None:
+        return
+    namespace = path.split("/", 1)[0]
+    known.per_namespace[namespace] += sign
+    if not known.per_namespace[namespace]:
+        del known.per_namespace[namespace]
+    if not source.closed:
+        return
+    count, digest = known.digests.get(namespace, (0, 0))
+    count, digest = count + sign, digest ^ source_hash(path, source)
+    if count:
+        known.digests[namespace] = (count, digest)
+    else:
+        known.digests.pop(namespace, None)
 
 
 def source_hash(path: str, source: Indexed) -> int:

@@ -118,6 +118,7 @@ class HistoryServer:
         self.sessions.snapshots.derivations = Derivations(settings.max_derivations, settings.derive_memory_bytes,
                                                           settings.derive_wait_s, settings.cache_dir)  # fmt: skip
         self.to_index: set[str] = set()  # ended sessions the background pass has still to index (their paths)
+        self._indexed_generation = -1  # the catalog's generation the last complete job index pass saw
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.load = CatalogLoad(self.storage, self.health, self._count_sessions, lambda: self.catalog.documents_listed,
@@ -192,6 +193,10 @@ class HistoryServer:
         self.jobs.forget(self.jobs.paths() - existing)
 
     def _every_interval(self, name: str, work: Callable[[], object], done: bool) -> None:
+        if self.settings.load_in_background and self.settings.listen is not None:
+            # The port first: a pass's first work (reading a cache file of 100,000 sessions) took the interpreter
+            # from the server's own start and put the port a second later.
+            wait_until_listening(*self.settings.listen)
         if done and self._stop.wait(self.settings.refresh_interval):
             return
         while True:
@@ -216,6 +221,11 @@ class HistoryServer:
         while not self.load.loaded.wait(1.0):
             if self._stop.is_set():
                 return 0
+        generation = self.catalog.generation
+        if generation == self._indexed_generation:
+            # No session changed since a pass that left nothing to do: at 100,000 sessions reading them all again
+            # took a few tenths of a second of the server's CPU every pass.
+            return 0
         ended = self.catalog.rows_by_status(("closed", "incomplete"), INDEX_COLUMNS)
         everywhere = self.catalog.rows_by_status(STATUSES, ("namespace", "cluster", "session"))
         self.jobs.forget(self.jobs.paths() - {row_path(row) for row in everywhere})
@@ -245,6 +255,8 @@ class HistoryServer:
         # After a whole pass only: a replica still indexing would write objects that lack what it has yet to do.
         if not cut_short and self.settings.catalog_index_interval is not None:
             self.job_objects.publish(self.settings.catalog_index_interval)
+        if not cut_short and not self.to_index:
+            self._indexed_generation = generation
         return done
 
     def _index_from_objects(self, todo: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

@@ -133,6 +133,21 @@ def test_a_restart_reads_no_session_again_and_writes_nothing(template: Template,
     shut(server)
 
 
+def test_a_pass_with_no_session_changed_since_a_complete_one_reads_nothing(
+    template: Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, cache = copied(template, tmp_path, cache=True)
+    server = replica(storage, cache)
+    server.index_ended_sessions()  # complete: every ended session indexed
+    reads: list[tuple[str, ...]] = []
+    rows_by_status = server.catalog.rows_by_status
+    monkeypatch.setattr(server.catalog, "rows_by_status", lambda *args: reads.append(args[0]) or rows_by_status(*args))
+    assert server.index_ended_sessions() == 0 and reads == [], "nothing changed: the catalog is not read again"
+    server.catalog.generation += 1  # as a refresh that changed a session's row does
+    assert server.index_ended_sessions() == 0 and reads, "a change: the pass looks again"
+    shut(server)
+
+
 def test_a_new_replica_fills_its_job_index_from_the_index_objects(template: Template, tmp_path: Path) -> None:
     storage, cache = copied(template, tmp_path, cache=False)
     server = replica(storage, cache)
