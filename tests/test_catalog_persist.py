@@ -229,6 +229,23 @@ def test_a_namespace_left_without_documents_loses_its_index_object(storage: Coun
     assert [info.key for info in storage.list(layout.CATALOG_INDEX_PREFIX)] == [layout.catalog_index_key("ml")]
 
 
+def test_publishing_looks_at_the_documents_again_only_once_a_session_changed(
+    storage: CountingStorage, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_sessions(storage, 4)
+    with Catalog(storage, clock=clock) as catalog:
+        catalog.refresh()
+        assert len(catalog.publish_index(0)) == 2
+        looked: list[object] = []
+        documents_of = catalog._documents_of
+        monkeypatch.setattr(catalog, "_documents_of", lambda *args: looked.append(args) or documents_of(*args))
+        catalog.refresh()  # nothing changed
+        assert catalog.publish_index(0) == [] and looked == [], "no session changed: no document read again"
+        write_closed(storage, ref("ml", "rc-1", "session_0001"))
+        catalog.refresh()
+        assert catalog.publish_index(0) == [layout.catalog_index_key("ml")] and looked
+
+
 def test_corrupt_foreign_and_old_index_objects_are_ignored_and_written_again(
     storage: CountingStorage, clock: Clock
 ) -> None:
