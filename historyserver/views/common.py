@@ -117,6 +117,9 @@ class Views:
                     return Response(data.body, media_type=FastJSON.media_type)
                 return data if isinstance(data, Response) else FastJSON(data)
 
+            if view.__annotations__.get("return") in ("Kept", Kept):
+                # What the kept bytes hold, for the API's docs: the view's data, not the wrapper.
+                options.setdefault("response_model", dict[str, Any])
             self.api.get(path, **options)(as_json)
             if template is not None:
 
