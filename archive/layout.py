@@ -173,13 +173,7 @@ def catalog_index_key(namespace: str) -> str:
 
 def parse_catalog_index_key(key: str) -> str | None:
     """The namespace of a catalog index key, or None for any other key."""
-    if not key.startswith(CATALOG_INDEX_PREFIX) or not key.endswith(".parquet"):
-        return None
-    namespace = key[len(CATALOG_INDEX_PREFIX) : -len(".parquet")]
-    try:
-        return check_name("namespace", namespace)
-    except InvalidName:
-        return None
+    return _namespace_of(key, CATALOG_INDEX_PREFIX)
 
 
 def job_index_key(namespace: str) -> str:
@@ -190,10 +184,14 @@ def job_index_key(namespace: str) -> str:
 
 def parse_job_index_key(key: str) -> str | None:
     """The namespace of a job index key, or None for any other key."""
-    if not key.startswith(JOB_INDEX_PREFIX) or not key.endswith(".parquet"):
+    return _namespace_of(key, JOB_INDEX_PREFIX)
+
+
+def _namespace_of(key: str, prefix: str) -> str | None:
+    """The namespace of a per-namespace object `{prefix}{namespace}.parquet`, or None for any other key."""
+    if not key.startswith(prefix) or not key.endswith(".parquet"):
         return None
-    namespace = key[len(JOB_INDEX_PREFIX) : -len(".parquet")]
     try:
-        return check_name("namespace", namespace)
+        return check_name("namespace", key[len(prefix) : -len(".parquet")])
     except InvalidName:
         return None
