@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .parquet import parquet_to_table, table_to_parquet
+from .parquet import read_checked, table_to_parquet
 
 INDEX_TABLE = "catalog_index"
 # Bump when the columns change: a reader ignores an object of another version (and the server rewrites it).
@@ -66,18 +66,8 @@ def encode_index(namespace: str, docs: Sequence[IndexedDocument]) -> bytes:
 def decode_index(namespace: str, data: bytes) -> dict[str, IndexedDocument]:
     """The documents of an index object by key; InvalidIndex if it is not a readable index of this version, or
     names a key outside its namespace (an object copied under another name must not speak for another one)."""
-    try:
-        table = parquet_to_table(data)
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidIndex(f"not a readable Parquet file: {exc}") from exc
-    meta = table.schema.metadata or {}
-    found = (meta.get(b"ray_history.table", b"").decode(), meta.get(b"ray_history.schema_version", b"").decode())
-    if found != (INDEX_TABLE, str(INDEX_VERSION)):
-        raise InvalidIndex(f"table {found[0]!r} version {found[1]!r}, not {INDEX_TABLE!r} version {INDEX_VERSION}")
-    try:
-        table = table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
-    except (pa.ArrowException, KeyError) as exc:
-        raise InvalidIndex(f"unexpected columns: {exc}") from exc
+    metadata = {b"ray_history.table": INDEX_TABLE, b"ray_history.schema_version": str(INDEX_VERSION)}
+    table = read_checked(data, INDEX_SCHEMA, metadata, InvalidIndex)
     prefix = f"sessions/{namespace}/"
     found_docs: dict[str, IndexedDocument] = {}
     columns = [table.column(name).to_pylist() for name in INDEX_SCHEMA.names]

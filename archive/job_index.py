@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import layout
-from .parquet import parquet_to_table, table_to_parquet
+from .parquet import read_checked, table_to_parquet
 from .schema import SNAPSHOT_SCHEMA_VERSION, SNAPSHOT_TABLES
 
 INDEX_TABLE = "job_index"
@@ -87,18 +87,7 @@ def encode_index(namespace: str, sessions: Sequence[IndexedSession]) -> bytes:
 def decode_index(namespace: str, data: bytes) -> dict[str, IndexedSession]:
     """The sessions of an index object by path; InvalidIndex if it is not a readable index of this version, or
     names a session outside its namespace (an object copied under another name must not speak for another one)."""
-    try:
-        table = parquet_to_table(data)
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidIndex(f"not a readable Parquet file: {exc}") from exc
-    meta = table.schema.metadata or {}
-    found = tuple(meta.get(key, b"").decode() for key in _META_KEYS)
-    if found != _VERSIONS:
-        raise InvalidIndex(f"table, version and snapshot version {found}, not {_VERSIONS}")
-    try:
-        table = table.select(INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
-    except (pa.ArrowException, KeyError) as exc:
-        raise InvalidIndex(f"unexpected columns: {exc}") from exc
+    table = read_checked(data, INDEX_SCHEMA, dict(zip(_META_KEYS, _VERSIONS, strict=True)), InvalidIndex)
     lists = table.column("jobs").combine_chunks()
     jobs = pa.Table.from_struct_array(pc.list_flatten(lists)) if len(lists) else JOBS.empty_table()
     starts = np.concatenate([[0], np.cumsum(pc.list_value_length(lists).to_numpy(zero_copy_only=False))])

@@ -98,3 +98,20 @@ def table_rows(table: pa.Table) -> list[dict[str, Any]]:
         if pa.types.is_timestamp(column.type):
             table = table.set_column(index, column.name, table.column(index).cast(pa.int64()))
     return table.to_pylist()
+
+
+def read_checked(data: bytes, schema: pa.Schema, metadata: Mapping[bytes, str],
+                 error: type[Exception]) -> pa.Table:  # fmt: skip
+    """An object the server wrote for itself (an index), as `schema`: `error` with the reason if it is not
+    readable Parquet, its `metadata` (table name, versions) is not as given, or its columns do not fit."""
+    try:
+        table = parquet_to_table(data)
+    except (pa.ArrowException, OSError) as exc:
+        raise error(f"not a readable Parquet file: {exc}") from exc
+    found = {key: (table.schema.metadata or {}).get(key, b"").decode() for key in metadata}
+    if found != dict(metadata):
+        raise error(f"{found}, not {dict(metadata)}")
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowException, KeyError) as exc:
+        raise error(f"unexpected columns: {exc}") from exc
