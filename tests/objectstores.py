@@ -40,6 +40,23 @@ _WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _MAX_SOCKET_PATH = 100
 
 
+def _pair_range(offset: int = GRPC_OFFSET) -> tuple[int, int]:
+    """Where P is drawn: above 20000 (Ray hands ports 10002-19999 to its workers) and, with its partner, below
+    the kernel's ephemeral range, where an outgoing connection can take a chosen port before the store binds it
+    (SeaweedFS's S3 port was lost so once: "bind: address already in use")."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            ephemeral_low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 65536
+    if ephemeral_low - offset - 20000 >= 1000:
+        return 20000, ephemeral_low - offset
+    return 20000, 65535 - offset
+
+
+_PAIR_RANGE = _pair_range()
+
+
 def _free_port_pairs(count: int, offset: int = GRPC_OFFSET, host: str = LOOPBACK) -> list[int]:
     """`count` ports P, each with P and P+offset free, all distinct."""
     held: list[socket.socket] = []
@@ -49,8 +66,7 @@ def _free_port_pairs(count: int, offset: int = GRPC_OFFSET, host: str = LOOPBACK
         for _ in range(count * 200):
             if len(ports) == count:
                 break
-            # Above 20000: Ray hands ports 10002-19999 to its workers.
-            port = rng.randrange(20000, 65535 - offset)
+            port = rng.randrange(*_PAIR_RANGE)
             pair: list[socket.socket] = []
             try:
                 for p in (port, port + offset):
