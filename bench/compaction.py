@@ -165,7 +165,8 @@ def _seconds(values: list[tuple[float, float]]) -> str:
 
 def shipped_logs_run(workdir: Path, logs_dir: Path, raw_bytes: int, part_kib: int, label: str) -> list[tuple[str, str]]:
     """Ship a session's log folder in small parts, compact it: parts and compacted bytes against gzip -6."""
-    from collector.logs import LogSettings, LogShipper
+    from collector.config import LogSettings
+    from collector.logs import LogShipper
     from collector.metrics import CollectorMetrics
 
     gzipped = sum(gzip6(path.read_bytes()) for path in logs_dir.rglob("*") if path.is_file())

@@ -43,7 +43,8 @@ from archive.layout import SessionRef
 from archive.logs import file_ids_by_name, rebuild_file
 from archive.parquet import parquet_to_table
 from archive.storage import open_storage
-from collector.logs import LogSettings, LogShipper
+from collector.config import LogSettings
+from collector.logs import LogShipper
 from collector.metrics import CollectorMetrics
 from ray_history.localray import collector_command, free_port, wait_healthy
 

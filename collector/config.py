@@ -10,10 +10,24 @@ from pathlib import Path
 
 from archive.documents import Kubernetes
 
-from .logs import LogSettings
-from .polling import PollSettings
-
 MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    interval: float = 10.0
+    exclude: tuple[str, ...] = ("events/*", "export_events/*")  # relative to logs/; those are events
+    max_file_bytes: int = 0  # 0: no cap
+    part_max_bytes: int = 64 * MIB  # raw bytes per part (bounds memory)
+    read_max_bytes: int = 16 * MIB  # per file per round, so one busy file cannot starve the others
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    metrics_interval: float = 15.0
+    metrics_port: int | None = None  # None: from the session folder
+    dashboard_url: str | None = "http://127.0.0.1:8265"  # None: do not poll (worker nodes)
+    dashboard_interval: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 from typing import BinaryIO
@@ -33,6 +32,7 @@ from archive.logs import Attribution, FileChunk, chunk_rows, identify, marker_ro
 from archive.parquet import table_to_parquet
 from archive.storage import Storage, StorageError
 
+from .config import LogSettings
 from .metrics import CollectorMetrics
 from .raysession import current_session_dir, node_id
 from .spool import write_file_atomic
@@ -41,15 +41,6 @@ log = logging.getLogger(__name__)
 
 _FINGERPRINT_BYTES = 64
 MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    interval: float = 10.0
-    exclude: tuple[str, ...] = ("events/*", "export_events/*")  # relative to logs/; those are events
-    max_file_bytes: int = 0  # 0: no cap
-    part_max_bytes: int = 64 * MIB  # raw bytes per part (bounds memory)
-    read_max_bytes: int = 16 * MIB  # per file per round, so one busy file cannot starve the others
 
 
 class TrackedFile(msgspec.Struct):

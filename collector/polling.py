@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
+from .config import PollSettings
 from .dashboard import (
     DASHBOARD_PATHS,
     POLL_TIMEOUT,
@@ -35,14 +35,6 @@ log = logging.getLogger(__name__)
 
 # At shutdown Ray is often stopping too: a hung dashboard must not eat the pod's grace period.
 FINAL_POLL_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class PollSettings:
-    metrics_interval: float = 15.0
-    metrics_port: int | None = None  # None: from the session folder
-    dashboard_url: str | None = "http://127.0.0.1:8265"  # None: do not poll (worker nodes)
-    dashboard_interval: float = 30.0
 
 
 class Poller:

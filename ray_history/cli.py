@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from collector.logs import LogSettings
+from collector.config import LogSettings
 
 from .access_options import collector_token, server_access
 from .bound_options import bounded
@@ -263,9 +263,8 @@ def collect(
     token_file: Path | None,
 ) -> None:  # fmt: skip
     """Run the collector sidecar: ship Ray's events, logs and metrics to the archive."""
-    from collector.config import MIB, CollectorConfig
+    from collector.config import MIB, CollectorConfig, PollSettings
     from collector.podinfo import kubernetes_facts, read_pod_metadata
-    from collector.polling import PollSettings
     from collector.service import Collector
     from collector.spool import SpoolInUse
 
@@ -389,33 +388,44 @@ def serve(
     usage_interval: float, answer_cache_mb: int, catalog: dict[str, Any],
 ) -> None:  # fmt: skip
     """Serve the history of every session in the archive: JSON API under /api/v1, docs at /docs."""
-    import uvicorn
+    from historyserver.starting import StartingPort
 
-    from historyserver.app import create_app
-    from historyserver.maintenance import MaintenanceSettings
-    from historyserver.server import HistoryServer, ServerSettings
-    from maintenance.policy import PolicyError
-
-    storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout, s3_budget)
-    settings = ServerSettings(
-        cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
-        max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
-        index_jobs=index_jobs, load_in_background=True, listen=listen, answer_cache_bytes=answer_cache_mb << 20,
-        maintenance=MaintenanceSettings(maintenance_interval, policy, maintenance_grace, usage_interval,
-                                        heartbeat_timeout), **catalog,
-    )  # fmt: skip
     host, port = listen
-    access = server_access(auth_file, metrics_public, host)
-    settings = dataclasses.replace(settings, **chosen_bounds())
-    click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)
-    # No proxy_headers: the address a trusted proxy is recognised by must be the connection's own, never one
-    # a client wrote into X-Forwarded-For.
     try:
-        history = HistoryServer(storage, settings)
-    except PolicyError as exc:
-        raise click.BadParameter(str(exc), param_hint="--policy") from exc
-    uvicorn.run(create_app(history, access), host=host, port=port, log_level="warning",
-                proxy_headers=False)  # fmt: skip
+        # Bound first: probes are answered from here on, while the imports below take a second or more.
+        starting = StartingPort(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is a server already "
+                                   "there? Choose another address with --listen.") from exc  # fmt: skip
+    with starting:
+        import uvicorn
+
+        from historyserver.app import create_app
+        from historyserver.maintenance import MaintenanceSettings
+        from historyserver.server import HistoryServer, ServerSettings
+        from maintenance.policy import PolicyError
+
+        storage = open_archive(archive, s3_endpoint, s3_region, s3_path_style, s3_timeout, s3_budget)
+        settings = ServerSettings(
+            cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
+            max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
+            index_jobs=index_jobs, load_in_background=True, listen=listen, answer_cache_bytes=answer_cache_mb << 20,
+            maintenance=MaintenanceSettings(maintenance_interval, policy, maintenance_grace, usage_interval,
+                                            heartbeat_timeout), **catalog,
+        )  # fmt: skip
+        access = server_access(auth_file, metrics_public, host)
+        settings = dataclasses.replace(settings, **chosen_bounds())
+        click.echo(f"history of {storage.uri} on http://{host}:{port}/api/v1/sessions (docs: /docs)", err=True)
+        try:
+            history = HistoryServer(storage, settings)
+        except PolicyError as exc:
+            raise click.BadParameter(str(exc), param_hint="--policy") from exc
+        # No proxy_headers: the address a trusted proxy is recognised by must be the connection's own, never one
+        # a client wrote into X-Forwarded-For.
+        config = uvicorn.Config(create_app(history, access), host=host, port=port, log_level="warning",
+                                proxy_headers=False)  # fmt: skip
+        listening = starting.hand_over()
+    uvicorn.Server(config).run(sockets=[listening])
 
 
 @main.command()

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from archive.storage import Storage, open_storage
-from collector.config import CollectorConfig
-from collector.polling import PollSettings
+from collector.config import CollectorConfig, PollSettings
 from collector.service import Collector
 from ray_history.localray import free_port, terminate, wait_healthy
 

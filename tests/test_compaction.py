@@ -249,7 +249,8 @@ def _in_range(key: str, name: layout.PartName) -> bool:
 def test_compacted_logs_take_less_than_gzip_of_the_same_text(tmp_path: Path) -> None:
     """Shipped in small parts (zstd 1), log text takes more than gzip -6 of it; compacted, less."""
     from bench.logs import NODE, make_session, node_sources, write_logs
-    from collector.logs import LogSettings, LogShipper
+    from collector.config import LogSettings
+    from collector.logs import LogShipper
     from collector.metrics import CollectorMetrics
 
     sources = node_sources(seed=2, workers=4)

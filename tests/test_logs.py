@@ -13,7 +13,8 @@ from archive import layout
 from archive.logs import file_ids_by_name, rebuild_file
 from archive.parquet import parquet_to_table, table_rows
 from archive.storage import Storage, StorageError, open_storage
-from collector.logs import LogSettings, LogShipper
+from collector.config import LogSettings
+from collector.logs import LogShipper
 from collector.metrics import CollectorMetrics
 
 from .conftest import CAPTURED_NODE, CAPTURED_SESSION, FIXTURES

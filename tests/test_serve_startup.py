@@ -5,9 +5,11 @@ the catalog answers 503 with a Retry-After meanwhile, and then everything is the
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from archive.storage import S3Options
 from archive.storage.s3 import S3Storage
 from bench.archive_synth import write_catalog
 from bench.startup import serve_command, serving
+from historyserver.starting import REASON
 from ray_history.localray import free_port
 
 from .objectstores import SeaweedFS, seaweedfs_server
@@ -24,12 +27,9 @@ BUCKET = "serve-startup"
 # About 2,600 documents: several seconds of reading on SeaweedFS here, so the load is seen under way.
 SESSIONS = 600
 SMALL = 20  # a catalog of its own, under another prefix, for the start with the store down
-# The port answers soon after the server's own start (its "history of ..." line: imports done, the store's client
-# made), whatever the catalog's size: a few tenths of a second, but up to 1.2 s was seen here with a load average
-# of 12 on two cores, hence 2 s. From the spawn, Python's imports count too: about a second when the machine is
-# not that busy (bench.startup: 1.1 s at 100,000 sessions), several when it is, hence only a loose bound.
-PORT_AFTER_START_S = 2.0
-PORT_AFTER_SPAWN_S = 10.0
+# The port is bound before the server imports its heavy parts (historyserver.starting): about 0.3 s after the
+# spawn here, several times that on a machine as busy as a test run can make it, hence a loose bound.
+PORT_AFTER_SPAWN_S = 5.0
 PROGRESS = re.compile(r"^loading the catalog: [\d,]+ of [\d,]+ session documents read \([\d,]+/s\), [\d,]+ sessions")
 
 
@@ -55,9 +55,14 @@ def _env(weed: SeaweedFS) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": weed.access_key, "AWS_SECRET_ACCESS_KEY": weed.secret_key}
 
 
-def _started_at(log_path: Path) -> float | None:
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return time.monotonic() if "history of s3://" in text else None
+def _past_starting(base: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """/readyz once the server's own app answers it (before, the port answers that its code is loading)."""
+    began = time.monotonic()
+    while (readyz := httpx.get(f"{base}/readyz")).json().get("reason") == REASON:
+        assert readyz.status_code == 503 and process.poll() is None
+        assert time.monotonic() - began < 30, "the server never took over its port"
+        time.sleep(0.01)
+    return readyz.json()  # type: ignore[no-any-return]
 
 
 def test_the_port_answers_at_once_and_readyz_says_how_far_the_catalog_is(weed: SeaweedFS, tmp_path: Path) -> None:
@@ -67,22 +72,15 @@ def test_the_port_answers_at_once_and_readyz_says_how_far_the_catalog_is(weed: S
     log_path = tmp_path / "serve.log"
     spawned = time.monotonic()
     with serving(command, log_path, _env(weed)) as process:
-        started = None
         while (health := _get(f"{base}/healthz")) is None:
-            started = started or _started_at(log_path)
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() - spawned < 30, "the port never opened"
             time.sleep(0.01)
-        answered = time.monotonic()
         assert health.status_code == 200
-        timings = f"spawned, started, answered: {spawned:.2f}, {started or 0:.2f}, {answered:.2f}"
-        assert answered - (started or answered) < PORT_AFTER_START_S, timings
-        assert answered - spawned < PORT_AFTER_SPAWN_S, timings
+        assert time.monotonic() - spawned < PORT_AFTER_SPAWN_S
 
         # Not ready: the catalog is loading, and /readyz says so, with the store's state.
-        readyz = httpx.get(f"{base}/readyz")
-        assert readyz.status_code == 503, readyz.text
-        body = readyz.json()
+        body = _past_starting(base, process)
         assert body["ready"] is False and body["reason"].startswith("loading the catalog")
         assert body["catalog"]["state"] == "loading" and body["store"]["reachable"]
 
@@ -133,7 +131,7 @@ def test_a_store_down_at_start_holds_readiness_back_not_the_port(weed: SeaweedFS
             answered = time.monotonic()
             assert answered - spawned < PORT_AFTER_SPAWN_S
             # The first load waits for the store, and /readyz says so (once the listing has had its 1 s budget).
-            while (readyz := httpx.get(f"{base}/readyz").json())["store"]["reachable"]:
+            while (readyz := _past_starting(base, process))["store"]["reachable"]:
                 assert time.monotonic() - answered < 10, readyz
                 time.sleep(0.05)
             assert readyz["ready"] is False and "waiting for the object store" in readyz["reason"]

@@ -16,7 +16,7 @@ import httpx
 import uvicorn
 
 from archive.storage import Storage, open_storage
-from collector.polling import PollSettings
+from collector.config import PollSettings
 from historyserver.app import create_app
 from historyserver.login import AccessSettings
 from historyserver.server import HistoryServer, ServerSettings
