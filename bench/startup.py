@@ -46,6 +46,7 @@ from archive import layout
 from archive.storage import S3Options, Storage, open_storage
 from archive.storage.s3 import S3Storage
 from historyserver.catalog import Catalog
+from historyserver.starting import REASON as STARTING
 from maintenance.counting import CountingStorage
 from ray_history.localray import free_port, terminate
 
@@ -158,7 +159,8 @@ def gauge(base: str, name: str) -> float:
 
 @dataclass(frozen=True)
 class Startup:
-    port_s: float  # spawn to the first /healthz 200
+    port_s: float  # spawn to the first /healthz 200 (the port bound by serve, before its imports)
+    app_s: float  # spawn to the first answer of the server's own app (not the starting port's)
     ready_s: float  # spawn to the first /readyz 200
     load_s: float  # the first load as the server timed it
     while_loading: str  # a /readyz reason seen during the load, with its progress
@@ -180,9 +182,11 @@ def measure(
                 raise RuntimeError(f"the server did not answer; its log: {log_path}")
             time.sleep(0.01)
         port_s = time.perf_counter() - started
-        while_loading, nearest_half = "", 1.0
+        while_loading, nearest_half, app_s = "", 1.0, None
         while True:
             got = answer(f"{base}/readyz")
+            if app_s is None and got is not None and got[1].get("reason") != STARTING:
+                app_s = time.perf_counter() - started
             if got is not None and got[0] == 200:
                 ready_s = time.perf_counter() - started
                 ready = got[1]
@@ -208,7 +212,9 @@ def measure(
             time.sleep(0.2)
         index_calls = store_calls(base) - calls
         extra = after(base) if after is not None else {}
-    return Startup(port_s, ready_s, ready["catalog"]["seconds"], while_loading, calls, index_s, index_calls, extra)
+    assert app_s is not None
+    return Startup(port_s, app_s, ready_s, ready["catalog"]["seconds"], while_loading, calls, index_s, index_calls,
+                   extra)
 
 
 def rows(name: str, sessions: int, run: Startup) -> list[tuple[str, str]]:
@@ -218,7 +224,8 @@ def rows(name: str, sessions: int, run: Startup) -> list[tuple[str, str]]:
     index = f"{run.index_s:.1f} s" if run.index_s is not None else "not within the time limit"
     rate = f"{sessions / run.load_s:,.0f} sessions/s" if run.load_s > 0 else "served from the catalog's file"
     return [
-        (f"{name}: port answers /healthz", f"{run.port_s:.2f} s after the spawn"),
+        (f"{name}: port answers /healthz", f"{run.port_s:.2f} s after the spawn; the server's own app "
+         f"{run.app_s:.2f} s"),
         (f"{name}: /readyz 200 (catalog loaded)", f"{run.ready_s:.1f} s after the spawn; the load {run.load_s:.1f} s, "
          f"{rate}"),
         (f"{name}: store requests until ready", calls(run.calls)),
@@ -276,16 +283,18 @@ def idle_only(name: str, storage: Storage, workdir: Path, sessions: int) -> list
 
 
 def three_starts(name: str, storage: Storage, command: Callable[[Path, str], list[str]], workdir: Path, sessions: int,
-                 env: dict[str, str]) -> list[tuple[str, str]]:  # fmt: skip
-    """A cold start (no cache, no index objects), a restart on its cache, a new replica from the index objects."""
+                 env: dict[str, str], again: bool = False) -> list[tuple[str, str]]:  # fmt: skip
+    """A cold start (no cache, no index objects), a restart on its cache, a new replica from the index objects;
+    `again`: the cold start's cache and index objects of an earlier run in the same workdir, not a cold start."""
     tag = name.split()[0].lower()
-    for info in list(storage.list(layout.CATALOG_INDEX_PREFIX)):
-        storage.delete(info.key)
     cache = workdir / f"cache-{tag}"
-    shutil.rmtree(cache, ignore_errors=True)
     documents = sum(1 for _ in storage.list("sessions/"))
     table = [(f"{name}: session documents", f"{documents:,} ({math.ceil(documents / 1000)} LIST pages on S3)")]
-    table += rows(f"{name}, cold", sessions, measure(command(cache, "10"), workdir / f"serve-{tag}.log", env))
+    if not (again and (cache / "catalog.duckdb").exists() and any(storage.list(layout.CATALOG_INDEX_PREFIX))):
+        for info in list(storage.list(layout.CATALOG_INDEX_PREFIX)):
+            storage.delete(info.key)
+        shutil.rmtree(cache, ignore_errors=True)
+        table += rows(f"{name}, cold", sessions, measure(command(cache, "10"), workdir / f"serve-{tag}.log", env))
     index = [info for info in storage.list(layout.CATALOG_INDEX_PREFIX)]
     table.append((f"{name}: index objects the cold start wrote",
                   f"{len(index)}, {sum(info.size for info in index) / 1e6:.2f} MB"))  # fmt: skip
@@ -313,6 +322,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=2000, help="sessions in the catalog (100000 works)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the archives here, and reuse them")
     parser.add_argument("--only", choices=["seaweedfs", "local"], default=None, help="one store only")
+    parser.add_argument("--again", action="store_true", help="no cold start: the restart and the new replica on "
+                        "the cache and index objects an earlier run left in --workdir")  # fmt: skip
     parser.add_argument("--idle-only", action="store_true", help="no server: load the catalog here, then measure "
                         "the refreshes alone")  # fmt: skip
     args = parser.parse_args()
@@ -334,7 +345,7 @@ def main() -> None:
             if args.idle_only:
                 table += idle_only("local folder", storage, workdir, args.sessions)
             else:
-                table += three_starts("local folder", storage, local, workdir, args.sessions, {})
+                table += three_starts("local folder", storage, local, workdir, args.sessions, {}, args.again)
         if args.only in (None, "seaweedfs"):
             with seaweedfs_server(workdir / "weed") as weed:
                 weed.create_bucket(BUCKET)
@@ -353,7 +364,7 @@ def main() -> None:
                 if args.idle_only:
                     table += idle_only("SeaweedFS", storage, workdir, args.sessions)
                 else:
-                    table += three_starts("SeaweedFS", storage, s3, workdir, args.sessions, env)
+                    table += three_starts("SeaweedFS", storage, s3, workdir, args.sessions, env, args.again)
         print_table(f"ray-history serve: start on {args.sessions:,} sessions", table)
     finally:
         if args.workdir is None:

@@ -12,7 +12,6 @@ sessions/, such as a usage listing, and a second listing had the total double).
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +29,6 @@ PROGRESS_INTERVAL_S = 3.0
 STUCK_INTERVAL_S = 60.0
 # Retry-After bounds while loading: ask again soon, but not in a tight loop.
 RETRY_AFTER_S = (1, 30)
-# How long the first load waits for the server's own port to answer before it begins anyway.
-LISTEN_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -195,17 +192,3 @@ class CatalogLoad:
                 log.info("%s", self.reason(progress, rate))
                 said, read = time.monotonic(), progress.documents_read
 
-
-def wait_until_listening(host: str, port: int, timeout: float = LISTEN_WAIT_S) -> bool:
-    """Whether host:port accepted a connection within `timeout`: the server's own port, before the first load
-    takes the CPU (eight reading threads held Python's lock from the starting server for a few tenths of a
-    second, more on a busy machine)."""
-    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((target, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
