@@ -29,6 +29,8 @@ _SEQ = re.compile(r"^[0-9A-Za-z-]{1,120}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 LOGINS_PREFIX = "logins/"
 CATALOG_INDEX_PREFIX = "catalog/"
+# Which index objects were current as of which point of the change journal (archive.catalog_index.IndexState).
+CATALOG_INDEX_STATE_KEY = f"{CATALOG_INDEX_PREFIX}state.json"
 JOB_INDEX_PREFIX = "jobindex/"
 _COMPACTED = re.compile(r"^compacted-(?P<first>[0-9A-Za-z-]+)_(?P<last>[0-9A-Za-z-]+)\.parquet$")
 

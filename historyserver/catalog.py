@@ -389,6 +389,10 @@ class Catalog:
             for namespace, count, digest in self._db.execute("SELECT * FROM index_published").fetchall()
         }
         self._published_at: dict[str, float] = {}
+        # Per namespace, its object's digest and the point of the journal (journal_cursor_ms) at which this
+        # process last saw the object match its tables; written out as the objects' state for new replicas.
+        self._confirmed: dict[str, tuple[tuple[int, int], int | None]] = {}
+        self._state_written_at = -math.inf
         self._published_generation = -1  # the catalog's generation when every namespace was last looked at
         self.full_refresh_interval_s = full_refresh_interval_s
         self.journal_window_s = journal_window_s
@@ -467,7 +471,13 @@ class Catalog:
                     changed = {marker.ref.path: marker.ref for marker in markers}
                     if len(changed) > max(math.ceil(len(self._seen) / _LISTING_PAGE), _FEWEST_TO_LIST):
                         changed = None  # more sessions to list one by one than a full listing has pages
-                if changed is None:
+                started_from_index = None
+                if changed is None and self._use_index and not self._seen and self.full_refresh_interval_s > 0:
+                    started_from_index = self._start_from_index(cur, running_since_ms, now_ms)
+                if started_from_index is not None:
+                    listing, tally, markers = started_from_index
+                    changed = {marker.ref.path: marker.ref for marker in markers}
+                elif changed is None:
                     if self.full_refresh_interval_s > 0 and not markers:
                         # Before the listing: a marker seen now is a change the listing below has (the document
                         # is written first), so the next refresh need not list its session again.
@@ -540,6 +550,54 @@ class Catalog:
         # index held as listed is in the tables now, the rest was read or is gone.
         self._use_index, self._index_docs = False, {}
         return listing, tally
+
+    def _start_from_index(
+        self, cur: duckdb.DuckDBPyConnection, running_since_ms: int, now_ms: int
+    ) -> tuple[dict[str, ObjectInfo], _Tally, list[changes.Change]] | None:
+        """A first load without listing sessions/: the index objects as the listing, then the sessions the journal
+        names since the state's oldest point (archive.catalog_index). A namespace whose object does not match the
+        state is listed on its own. None, with nothing applied, when the state cannot vouch for the objects (none,
+        unreadable, or older than the journal's retention): the caller lists everything."""
+        try:
+            state = catalog_index.decode_state(self.storage.get(layout.CATALOG_INDEX_STATE_KEY))
+        except ObjectNotFound:
+            return None
+        except (StorageError, catalog_index.InvalidIndex) as exc:
+            log.warning("not starting from the catalog index state (listing every session document): %s", exc)
+            return None
+        if not state.namespaces:
+            return None
+        oldest_ms = min(entry.journal_cursor_ms for entry in state.namespaces.values())
+        if now_ms - oldest_ms >= changes.RETENTION_MS - self.journal_window_s * 1000:
+            return None
+        self.documents_listed = None
+        self._index_docs = self._read_index_objects()
+        matching = {ns for ns, entry in state.namespaces.items()
+                    if self._published.get(ns) == (entry.count, int(entry.digest))}  # fmt: skip
+        listing = {key: ObjectInfo(key, doc.size, doc.mtime_ns) for key, doc in self._index_docs.items()
+                   if key.split("/", 2)[1] in matching}  # fmt: skip
+        for namespace in sorted(state.namespaces.keys() - matching):
+            listing.update((info.key, info) for info in self.storage.list(f"sessions/{namespace}/"))
+        self.documents_listed = len(listing)
+        with _checkpointed_once(cur, first=True):
+            tally = self._apply_listing(cur, listing, running_since_ms)
+        self._journal_cursor_ms = oldest_ms
+        markers = self._read_journal(now_ms)
+        named = {marker.ref.path: marker.ref for marker in markers}
+        since = self._list_sessions(named.values())
+        later = self._apply_listing(cur, since, running_since_ms, set(named))
+        tally.read += later.read
+        tally.from_index += later.from_index
+        tally.unreadable += later.unreadable
+        tally.removed += later.removed
+        tally.touched |= later.touched
+        listing.update(since)
+        self._full_listing_ms = state.full_listing_ms
+        self._use_index, self._index_docs = False, {}
+        log.info("catalog started from the index objects of %d namespaces (%d listed on their own) and %d journal "
+                 "markers since %s", len(state.namespaces), len(state.namespaces.keys() - matching), len(markers),
+                 time.strftime("%H:%M:%S UTC", time.gmtime(oldest_ms / 1000)))  # fmt: skip
+        return listing, tally, markers
 
     # -- the change journal ----------------------------------------------------------------------
 
@@ -815,10 +873,15 @@ class Catalog:
         The keys written or deleted; a failure is logged and tried again after the interval."""
         now = time.monotonic()
         changed: list[str] = []
+        # Read before the tables: they are at least as new as this point of the journal.
+        journal_cursor_ms = self._journal_cursor_ms
         with self._publish_lock, closing(self._cursor()) as cur:
             if self.generation == self._published_generation:
                 # No session changed since the last look: no namespace's documents did. (Each look reads every
                 # document: seconds of CPU at 100,000 sessions, which a restart spent again every refresh.)
+                for namespace, digest in self._published.items():
+                    self._confirmed[namespace] = (digest, journal_cursor_ms)
+                self._publish_state(cur, now, min_interval_s, changed)
                 return changed
             generation = self.generation
             due = [namespace for namespace in self._published.keys() | self._namespaces_with_documents(cur)
@@ -831,6 +894,7 @@ class Catalog:
                 digest = current.get(namespace)
                 if digest == self._published.get(namespace):
                     self._published_at[namespace] = now  # looked at: not again before the interval
+                    self._confirmed[namespace] = (digest, journal_cursor_ms)
                     continue
                 key = layout.catalog_index_key(namespace)
                 try:
@@ -849,8 +913,10 @@ class Catalog:
                 self._published_at[namespace] = now
                 if digest is None:
                     self._published.pop(namespace, None)
+                    self._confirmed.pop(namespace, None)
                 else:
                     self._published[namespace] = digest
+                    self._confirmed[namespace] = (digest, journal_cursor_ms)
                 changed.append(key)
             if not failed and len(due) == len(self._published.keys() | self._namespaces_with_documents(cur)):
                 self._published_generation = generation  # every namespace looked at, and written if it changed
@@ -860,7 +926,33 @@ class Catalog:
                     cur.executemany("INSERT INTO index_published VALUES (?, ?, ?)",
                                     [(ns, count, str(digest)) for ns, (count, digest) in sorted(self._published.items())
                                      if count >= 0])  # fmt: skip
+            self._publish_state(cur, now, min_interval_s, changed)
         return changed
+
+    def _publish_state(self, cur: duckdb.DuckDBPyConnection, now: float, min_interval_s: float,
+                       changed: list[str]) -> None:  # fmt: skip
+        """Write the index objects' state (archive.catalog_index.IndexState) once objects were written, else once
+        per `min_interval_s` (its journal points must stay within the journal's retention). Only when every
+        namespace's object is known current at a point of the journal: a replica trusts it to cover them all."""
+        if not changed and now - self._state_written_at < min_interval_s:
+            return
+        if self._full_listing_ms is None or self.full_refresh_interval_s <= 0:
+            return  # this catalog does not follow the journal: it has no point of it to vouch for
+        confirmed = {ns: (digest, at) for ns, (digest, at) in self._confirmed.items() if at is not None}
+        if self._namespaces_with_documents(cur) - confirmed.keys():
+            return
+        state = catalog_index.IndexState(catalog_index.STATE_VERSION, self._full_listing_ms, {
+            ns: catalog_index.IndexedNamespace(count, str(digest), at)
+            for ns, ((count, digest), at) in sorted(confirmed.items())
+        })  # fmt: skip
+        try:
+            self.storage.put(layout.CATALOG_INDEX_STATE_KEY, catalog_index.encode_state(state), {"kind": "catalog"})
+        except StorageError as exc:
+            log.warning("could not write %s (trying again in %.0f s): %s", layout.CATALOG_INDEX_STATE_KEY,
+                        min_interval_s, exc)  # fmt: skip
+        else:
+            changed.append(layout.CATALOG_INDEX_STATE_KEY)
+        self._state_written_at = now
 
     @staticmethod
     def _namespaces_with_documents(cur: duckdb.DuckDBPyConnection) -> set[str]:

@@ -40,6 +40,7 @@ class CountingStorage:
         self.uri = inner.uri
         self.supports_tags = inner.supports_tags
         self.reads: list[str] = []
+        self.listed: list[str] = []  # the prefixes listed
         self.failing: set[str] = set()
 
     def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> None:
@@ -52,6 +53,7 @@ class CountingStorage:
         return self.inner.get(key)
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        self.listed.append(prefix)
         return self.inner.list(prefix, start_after=start_after)
 
     def delete(self, key: str) -> None:

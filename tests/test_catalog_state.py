@@ -1,0 +1,144 @@
+"""A new replica starts from the index objects without listing `sessions/` (issue 14: at 100,000 sessions that
+listing is 440 requests, two minutes on SeaweedFS) when their state (`catalog/state.json`) vouches for them:
+the objects as the listing, then what the change journal names since. Every way of starting must list what
+reading every document lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archive import catalog_index, changes, layout
+from archive.storage import open_storage
+from historyserver.catalog import Catalog
+
+from .test_catalog import MINUTE_MS, NOW_MS, Clock, CountingStorage, ref, write_closed, write_manifest, write_marker
+from .test_catalog_persist import NAMESPACES, every_row, full_build, write_sessions
+
+JOURNALED = 3600.0  # a catalog that follows the change journal, as the server's does
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> CountingStorage:
+    return CountingStorage(open_storage(str(tmp_path / "archive")))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def publish(storage: CountingStorage, clock: Clock, tmp_path: Path) -> list[str]:
+    """What a server that read every document and follows the journal publishes."""
+    with Catalog(storage, tmp_path / "publisher.duckdb", clock=clock, full_refresh_interval_s=JOURNALED) as writer:
+        writer.refresh()
+        return writer.publish_index(0)
+
+
+def replica(storage: CountingStorage, clock: Clock) -> tuple[list[dict[str, object]], list[str], list[str]]:
+    """A new replica's rows, and what its start read and listed."""
+    storage.reads.clear()
+    storage.listed.clear()
+    with Catalog(storage, clock=clock, use_index=True, full_refresh_interval_s=JOURNALED) as started:
+        started.refresh()
+        return every_row(started), list(storage.reads), list(storage.listed)
+
+
+def test_a_replica_lists_no_session_document_when_the_state_vouches_for_the_index(
+    storage: CountingStorage, clock: Clock, tmp_path: Path
+) -> None:
+    write_sessions(storage, 20)
+    assert layout.CATALOG_INDEX_STATE_KEY in publish(storage, clock, tmp_path)
+    rows, reads, listed = replica(storage, clock)
+    assert rows == full_build(storage, clock) and len(rows) == 20
+    objects = [layout.catalog_index_key(ns) for ns in NAMESPACES]
+    assert sorted(reads) == sorted([layout.CATALOG_INDEX_STATE_KEY, *objects])
+    assert "sessions/" not in listed and listed.count(changes.PREFIX) == 1
+
+
+def test_what_the_journal_names_since_is_read_and_a_deleted_session_stays_deleted(
+    storage: CountingStorage, clock: Clock, tmp_path: Path
+) -> None:
+    refs = write_sessions(storage, 20)
+    publish(storage, clock, tmp_path)
+    clock.now_ms += MINUTE_MS
+    # After the objects: a new session, one closed, one deleted by retention; each journaled as its writer does.
+    new = ref("ml", "rc-9", "session_new")
+    write_manifest(storage, new, start_ms=clock.now_ms - MINUTE_MS)
+    write_marker(storage, new, final=False)
+    write_closed(storage, refs[1])
+    for info in list(storage.list(layout.session_prefix(refs[2]))):
+        storage.delete(info.key)
+    for where in (new, refs[1], refs[2]):
+        changes.record(storage, where, at_ms=clock.now_ms)
+    rows, reads, listed = replica(storage, clock)
+    assert rows == full_build(storage, clock)
+    paths = {(row["namespace"], row["cluster"], row["session"]) for row in rows}
+    assert (new.namespace, new.cluster, new.session) in paths and len(rows) == 20
+    assert (refs[2].namespace, refs[2].cluster, refs[2].session) not in paths
+    assert next(row for row in rows if row["session"] == refs[1].session)["status"] == "closed"
+    assert "sessions/" not in listed
+    assert reads.count(layout.session_prefix(new) + "manifest.json") == 1
+
+
+def test_a_namespace_whose_object_the_state_does_not_vouch_for_is_listed_on_its_own(
+    storage: CountingStorage, clock: Clock, tmp_path: Path
+) -> None:
+    write_sessions(storage, 20)
+    publish(storage, clock, tmp_path)
+    # Another replica wrote "ml" since, from other documents: its digest is not the state's.
+    key = layout.catalog_index_key("ml")
+    docs = catalog_index.decode_index("ml", storage.get(key))
+    storage.put(key, catalog_index.encode_index("ml", list(docs.values())[:-3]))
+    rows, _, listed = replica(storage, clock)
+    assert rows == full_build(storage, clock)
+    assert "sessions/ml/" in listed and "sessions/" not in listed and "sessions/data/" not in listed
+
+
+@pytest.mark.parametrize("why", ["older than the journal", "unreadable", "none"])
+def test_without_a_state_to_trust_the_replica_lists_everything(
+    storage: CountingStorage, clock: Clock, tmp_path: Path, why: str
+) -> None:
+    write_sessions(storage, 20)
+    publish(storage, clock, tmp_path)
+    if why == "older than the journal":
+        clock.now_ms += changes.RETENTION_MS  # its markers since may be pruned: the journal no longer says all
+    elif why == "unreadable":
+        storage.put(layout.CATALOG_INDEX_STATE_KEY, b'{"version": 1, "namespaces": ')
+    else:
+        storage.delete(layout.CATALOG_INDEX_STATE_KEY)
+    rows, _, listed = replica(storage, clock)
+    assert rows == full_build(storage, clock)
+    assert "sessions/" in listed
+
+
+def test_a_catalog_that_does_not_follow_the_journal_vouches_for_nothing(
+    storage: CountingStorage, clock: Clock
+) -> None:
+    write_sessions(storage, 6)
+    with Catalog(storage, clock=clock, full_refresh_interval_s=0) as writer:
+        writer.refresh()
+        written = writer.publish_index(0)
+    assert layout.CATALOG_INDEX_STATE_KEY not in written
+    assert not any(info.key == layout.CATALOG_INDEX_STATE_KEY for info in storage.list(layout.CATALOG_INDEX_PREFIX))
+
+
+def test_an_idle_publisher_moves_its_state_on_once_per_interval(
+    storage: CountingStorage, clock: Clock, tmp_path: Path
+) -> None:
+    write_sessions(storage, 6)
+    with Catalog(storage, tmp_path / "p.duckdb", clock=clock, full_refresh_interval_s=JOURNALED) as writer:
+        writer.refresh()
+        assert layout.CATALOG_INDEX_STATE_KEY in writer.publish_index(0)
+        first = catalog_index.decode_state(storage.get(layout.CATALOG_INDEX_STATE_KEY))
+        clock.now_ms += 10 * MINUTE_MS
+        writer.refresh()
+        assert writer.publish_index(3600) == []  # nothing changed, and the interval has not passed
+        assert writer.publish_index(0) == [layout.CATALOG_INDEX_STATE_KEY]  # only the state: no object changed
+        later = catalog_index.decode_state(storage.get(layout.CATALOG_INDEX_STATE_KEY))
+    assert {ns: entry.digest for ns, entry in later.namespaces.items()} == {
+        ns: entry.digest for ns, entry in first.namespaces.items()
+    }
+    assert all(entry.journal_cursor_ms == NOW_MS for entry in first.namespaces.values())
+    assert all(entry.journal_cursor_ms == NOW_MS + 10 * MINUTE_MS for entry in later.namespaces.values())
