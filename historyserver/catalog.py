@@ -840,7 +840,7 @@ class Catalog:
         except StorageError as exc:
             log.warning("could not list the catalog index objects; reading every session document: %s", exc)
             return found
-        read_at = time.monotonic()
+        read_at, objects = time.monotonic(), 0
         for key in keys:
             namespace = layout.parse_catalog_index_key(key)
             if namespace is None:
@@ -858,11 +858,12 @@ class Catalog:
                 self._published[namespace] = (-1, 0)
                 continue
             found.update(docs)
+            objects += 1
             # What the archive holds now: a namespace that has not changed since is not written again.
             self._published[namespace] = _index_digest(list(docs.values()))
             self._published_at[namespace] = read_at
         if found:
-            log.info("catalog index: %s documents from %d index objects", f"{len(found):,}", len(keys))
+            log.info("catalog index: %s documents from %d index objects", f"{len(found):,}", objects)
         return found
 
     def publish_index(self, min_interval_s: float = 300.0) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ PROGRESS_INTERVAL_S = 3.0
 STUCK_INTERVAL_S = 60.0
 # Retry-After bounds while loading: ask again soon, but not in a tight loop.
 RETRY_AFTER_S = (1, 30)
+# How long the first load waits for the server's own app to answer before it begins anyway.
+SERVING_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -192,3 +195,20 @@ class CatalogLoad:
                 log.info("%s", self.reason(progress, rate))
                 said, read = time.monotonic(), progress.documents_read
 
+
+def wait_until_serving(host: str, port: int, timeout: float = SERVING_WAIT_S) -> bool:
+    """Whether the server's own app answered /healthz on host:port within `timeout`, before the first load takes
+    the CPU (its reading threads held Python's lock from the starting server: a restart's app answered a second
+    later). An HTTP answer, not a connection: the port was bound before the app existed (historyserver.starting),
+    so a connection is accepted into its backlog from the start."""
+    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{f'[{target}]' if ':' in target else target}:{port}/healthz"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with direct.open(url, timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False

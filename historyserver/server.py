@@ -28,7 +28,7 @@ from .errors import BadRequest, NotFound
 from .jobindex import OWNER_COLUMNS, Entry, Indexed, JobIndex
 from .jobobjects import JobIndexObjects
 from .maintenance import Maintenance, MaintenanceSettings
-from .readiness import CatalogLoad
+from .readiness import CatalogLoad, wait_until_serving
 from .reconstruct import SessionEnd
 from .retention import expiries
 from .sessions import OpenSession, SessionCache
@@ -74,6 +74,9 @@ class ServerSettings:
     # Read the catalog the first time in the background, the port open meanwhile (`ray-history serve`); else
     # start() returns once it is read, as embedded uses and tests want.
     load_in_background: bool = False
+    # Where the port is, with load_in_background: the loops begin once the app answers there (5 s at most), so
+    # that reading the catalog does not take the CPU from the app's own start.
+    listen: tuple[str, int] | None = None
     # Encoded answers kept for repeated requests (historyserver.answers), in bytes across every session.
     answer_cache_bytes: int = 64 * 1024 * 1024
     # Retention and compaction run by the server itself, and the usage gauges (historyserver.maintenance).
@@ -188,6 +191,8 @@ class HistoryServer:
         self.jobs.forget(self.jobs.paths() - existing)
 
     def _every_interval(self, name: str, work: Callable[[], object], done: bool) -> None:
+        if self.settings.load_in_background and self.settings.listen is not None:
+            wait_until_serving(*self.settings.listen)
         if done and self._stop.wait(self.settings.refresh_interval):
             return
         while True:

@@ -409,7 +409,7 @@ def serve(
         settings = ServerSettings(
             cache_dir=cache_dir, refresh_interval=refresh_interval, heartbeat_timeout=heartbeat_timeout,
             max_open_sessions=max_open_sessions, sql_timeout=sql_timeout, sql_max_rows=sql_max_rows,
-            index_jobs=index_jobs, load_in_background=True, answer_cache_bytes=answer_cache_mb << 20,
+            index_jobs=index_jobs, load_in_background=True, listen=listen, answer_cache_bytes=answer_cache_mb << 20,
             maintenance=MaintenanceSettings(maintenance_interval, policy, maintenance_grace, usage_interval,
                                             heartbeat_timeout), **catalog,
         )  # fmt: skip

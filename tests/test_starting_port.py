@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from historyserver.readiness import wait_until_serving
 from historyserver.starting import REASON, StartingPort
 from ray_history.cli import main
 from ray_history.localray import free_port
@@ -69,7 +70,9 @@ def test_the_socket_is_handed_over_and_a_waiting_connection_is_answered_by_the_s
     with StartingPort("127.0.0.1", port) as holder:
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         listening = holder.hand_over()
-    # Between the handover and the server's start: the connection waits in the socket's backlog.
+    # Between the handover and the server's start: a connection waits in the socket's backlog, and the
+    # server's loops, which wait for the app's own answer, go on waiting.
+    assert not wait_until_serving("127.0.0.1", port, timeout=0.5)
     waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
     waiting.sendall(b"GET /anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     app = Starlette(routes=[Route("/{path:path}", _app)])
@@ -83,6 +86,7 @@ def test_the_socket_is_handed_over_and_a_waiting_connection_is_answered_by_the_s
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"the server itself")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "the server itself"
+        assert wait_until_serving("127.0.0.1", port, timeout=5)
     finally:
         server.should_exit = True
         thread.join(10)
