@@ -333,6 +333,13 @@ class _Tally:
     removed: int = 0
     touched: set[str] = field(default_factory=set)
 
+    def add(self, other: _Tally) -> None:
+        self.read += other.read
+        self.from_index += other.from_index
+        self.unreadable += other.unreadable
+        self.removed += other.removed
+        self.touched |= other.touched
+
 
 class Catalog:
     """Every session of the archive, to list, filter, sort and page in milliseconds."""
@@ -584,15 +591,17 @@ class Catalog:
         self._journal_cursor_ms = oldest_ms
         markers = self._read_journal(now_ms)
         named = {marker.ref.path: marker.ref for marker in markers}
-        since = self._list_sessions(named.values())
-        later = self._apply_listing(cur, since, running_since_ms, set(named))
-        tally.read += later.read
-        tally.from_index += later.from_index
-        tally.unreadable += later.unreadable
-        tally.removed += later.removed
-        tally.touched |= later.touched
-        listing.update(since)
         self._full_listing_ms = state.full_listing_ms
+        if len(named) > max(math.ceil(len(listing) / _LISTING_PAGE), _FEWEST_TO_LIST):
+            # More sessions to list one by one than a full listing has pages (a state hours old on a busy
+            # platform): the full listing, its unchanged documents still taken from the objects.
+            listing = {info.key: info for info in self.storage.list("sessions/")}
+            tally.add(self._apply_listing(cur, listing, running_since_ms))
+            self._full_listing_ms = now_ms
+        else:
+            since = self._list_sessions(named.values())
+            tally.add(self._apply_listing(cur, since, running_since_ms, set(named)))
+            listing.update(since)
         self._use_index, self._index_docs = False, {}
         log.info("catalog started from the index objects of %d namespaces (%d listed on their own) and %d journal "
                  "markers since %s", len(state.namespaces), len(state.namespaces.keys() - matching), len(markers),

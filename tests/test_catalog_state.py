@@ -142,3 +142,19 @@ def test_an_idle_publisher_moves_its_state_on_once_per_interval(
     }
     assert all(entry.journal_cursor_ms == NOW_MS for entry in first.namespaces.values())
     assert all(entry.journal_cursor_ms == NOW_MS + 10 * MINUTE_MS for entry in later.namespaces.values())
+
+
+def test_more_sessions_named_since_than_a_listing_has_pages_are_listed_whole(
+    storage: CountingStorage, clock: Clock, tmp_path: Path
+) -> None:
+    write_sessions(storage, 10)
+    publish(storage, clock, tmp_path)
+    clock.now_ms += MINUTE_MS
+    for index in range(101):  # more than the fewest a full listing is preferred to
+        where = ref("data", "rc-busy", f"session_busy_{index:03d}")
+        write_manifest(storage, where, start_ms=clock.now_ms - MINUTE_MS)
+        changes.record(storage, where, at_ms=clock.now_ms)
+    rows, reads, listed = replica(storage, clock)
+    assert rows == full_build(storage, clock) and len(rows) == 111
+    assert "sessions/" in listed
+    assert not any(key.startswith("sessions/ml/") for key in reads)  # unchanged: still taken from the objects
