@@ -395,7 +395,10 @@ class Catalog:
             namespace: (count, int(digest))
             for namespace, count, digest in self._db.execute("SELECT * FROM index_published").fetchall()
         }
-        self._published_at: dict[str, float] = {}
+        self._published_saved = dict(self._published)
+        # A restart looks at its objects again after the interval, not at once: a look reads and hashes every
+        # document (2 s of CPU at 100,000 sessions, which slowed the first pages a restart served).
+        self._published_at: dict[str, float] = dict.fromkeys(self._published, time.monotonic())
         # Per namespace, its object's digest and the point of the journal (journal_cursor_ms) at which this
         # process last saw the object match its tables; written out as the objects' state for new replicas.
         self._confirmed: dict[str, tuple[tuple[int, int], int | None]] = {}
@@ -930,12 +933,13 @@ class Catalog:
                 changed.append(key)
             if not failed and len(due) == len(self._published.keys() | self._namespaces_with_documents(cur)):
                 self._published_generation = generation  # every namespace looked at, and written if it changed
-            if changed:
+            known = {ns: digest for ns, digest in self._published.items() if digest[0] >= 0}
+            if known != self._published_saved:  # written, or found as they are (a replica's objects read)
                 with transaction(cur):
                     cur.execute("DELETE FROM index_published")
                     cur.executemany("INSERT INTO index_published VALUES (?, ?, ?)",
-                                    [(ns, count, str(digest)) for ns, (count, digest) in sorted(self._published.items())
-                                     if count >= 0])  # fmt: skip
+                                    [(ns, count, str(digest)) for ns, (count, digest) in sorted(known.items())])
+                self._published_saved = known
             self._publish_state(cur, now, min_interval_s, changed)
         return changed
 
