@@ -54,7 +54,6 @@ class IndexedNamespace(msgspec.Struct, frozen=True):
 
 class IndexState(msgspec.Struct, frozen=True):
     version: int
-    full_listing_ms: int  # when the publisher last listed sessions/ whole (a replica lists it on that schedule)
     namespaces: dict[str, IndexedNamespace]
 
 

@@ -594,7 +594,6 @@ class Catalog:
         self._journal_cursor_ms = oldest_ms
         markers = self._read_journal(now_ms)
         named = {marker.ref.path: marker.ref for marker in markers}
-        self._full_listing_ms = state.full_listing_ms
         if len(named) > max(math.ceil(len(listing) / _LISTING_PAGE), _FEWEST_TO_LIST):
             # More sessions to list one by one than a full listing has pages (a state hours old on a busy
             # platform): the full listing, its unchanged documents still taken from the objects.
@@ -605,6 +604,9 @@ class Catalog:
             since = self._list_sessions(named.values())
             tally.add(self._apply_listing(cur, since, running_since_ms, set(named)))
             listing.update(since)
+            # Ready without it, but the next refresh lists sessions/ whole, in the background: a writer that does
+            # not journal (an older collector, a copy made by hand) has its sessions found minutes after the start.
+            self._full_listing_ms = None
         self._use_index, self._index_docs = False, {}
         log.info("catalog started from the index objects of %d namespaces (%d listed on their own) and %d journal "
                  "markers since %s", len(state.namespaces), len(state.namespaces.keys() - matching), len(markers),
@@ -639,7 +641,10 @@ class Catalog:
             cur.execute("DELETE FROM journal_applied WHERE at_ms < ?", [oldest])
             _insert(cur, "journal_applied", [{"key": key, "at_ms": at_ms} for key, at_ms in new.items()], _APPLIED)
             cur.execute("DELETE FROM refresh_state")
-            state = [("journal_cursor_ms", now_ms), ("full_listing_ms", self._full_listing_ms or now_ms)]
+            # No full listing yet (a replica started from the index objects): none is written, and a restart makes it.
+            state = [("journal_cursor_ms", now_ms)]
+            if self._full_listing_ms is not None:
+                state.append(("full_listing_ms", self._full_listing_ms))
             cur.executemany("INSERT INTO refresh_state VALUES (?, ?)", state)
 
     def _list_sessions(self, refs: Iterable[layout.SessionRef]) -> dict[str, ObjectInfo]:
@@ -950,12 +955,12 @@ class Catalog:
         namespace's object is known current at a point of the journal: a replica trusts it to cover them all."""
         if not changed and now - self._state_written_at < min_interval_s:
             return
-        if self._full_listing_ms is None or self.full_refresh_interval_s <= 0:
+        if self.full_refresh_interval_s <= 0:
             return  # this catalog does not follow the journal: it has no point of it to vouch for
         confirmed = {ns: (digest, at) for ns, (digest, at) in self._confirmed.items() if at is not None}
         if self._namespaces_with_documents(cur) - confirmed.keys():
             return
-        state = catalog_index.IndexState(catalog_index.STATE_VERSION, self._full_listing_ms, {
+        state = catalog_index.IndexState(catalog_index.STATE_VERSION, {
             ns: catalog_index.IndexedNamespace(count, str(digest), at)
             for ns, ((count, digest), at) in sorted(confirmed.items())
         })  # fmt: skip

@@ -299,9 +299,11 @@ def test_ray_history_sql_answers_on_the_terminal_and_refuses_with_a_message(arch
 @pytest.fixture(scope="module")
 def two_clusters(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
     """The captured session, and the same run again in namespace team-b: two sessions nobody has opened (no
-    snapshot, and no job index object of the first server's, from which this one would index them unopened)."""
+    snapshot, and no job index object of the first server's, from which this one would index them unopened).
+    Nor its catalog objects: team-b is copied here without the change journal a collector writes, so a replica
+    trusting their state would find it only at its next full listing."""
     copy = tmp_path_factory.mktemp("two") / "archive"
-    shutil.copytree(archive, copy, ignore=shutil.ignore_patterns("snapshots", "jobindex"))
+    shutil.copytree(archive, copy, ignore=shutil.ignore_patterns("snapshots", "jobindex", "catalog"))
     for kind in ("sessions", "events", "logs", "metrics"):
         shutil.copytree(copy / kind / "default", copy / kind / "team-b")
     settings = ServerSettings(cache_dir=tmp_path_factory.mktemp("cache-two"), refresh_interval=0.2)

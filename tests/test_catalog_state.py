@@ -175,3 +175,18 @@ def test_a_restart_looks_at_its_objects_after_the_interval_and_a_replica_remembe
         assert restarted.publish_index(300) == []
         # After the interval: it remembers the objects it read (no object written again), and vouches for them.
         assert restarted.publish_index(0) == [layout.CATALOG_INDEX_STATE_KEY]
+
+
+def test_a_session_written_without_the_journal_is_found_at_the_replicas_next_refresh(
+    storage: CountingStorage, clock: Clock, tmp_path: Path
+) -> None:
+    write_sessions(storage, 10)
+    publish(storage, clock, tmp_path)
+    unjournaled = ref("team-new", "rc-1", "session_copied")  # an older collector, a copy made by hand
+    write_manifest(storage, unjournaled, start_ms=clock.now_ms - MINUTE_MS)
+    with Catalog(storage, clock=clock, use_index=True, full_refresh_interval_s=JOURNALED) as started:
+        first = started.refresh()
+        assert not first.full_listing and len(every_row(started)) == 10
+        second = started.refresh()  # the full listing the start left for now, in the background
+        assert second.full_listing and second.sessions_added == 1
+        assert every_row(started) == full_build(storage, clock)

@@ -30,6 +30,7 @@ SMALL = 20  # a catalog of its own, under another prefix, for the start with the
 # The port is bound before the server imports its heavy parts (historyserver.starting): about 0.3 s after the
 # spawn here, several times that on a machine as busy as a test run can make it, hence a loose bound.
 PORT_AFTER_SPAWN_S = 5.0
+NOT_STARTED = "the catalog's first load has not started yet"
 PROGRESS = re.compile(r"^loading the catalog: [\d,]+ of [\d,]+ session documents read \([\d,]+/s\), [\d,]+ sessions")
 
 
@@ -56,9 +57,10 @@ def _env(weed: SeaweedFS) -> dict[str, str]:
 
 
 def _past_starting(base: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:
-    """/readyz once the server's own app answers it (before, the port answers that its code is loading)."""
+    """/readyz once the server's own app answers it (before, the port answers that its code is loading) and its
+    first load has begun (the load waits for the app's first answer)."""
     began = time.monotonic()
-    while (readyz := httpx.get(f"{base}/readyz")).json().get("reason") == REASON:
+    while (readyz := httpx.get(f"{base}/readyz")).json().get("reason") in (REASON, NOT_STARTED):
         assert readyz.status_code == 503 and process.poll() is None
         assert time.monotonic() - began < 30, "the server never took over its port"
         time.sleep(0.01)
