@@ -30,6 +30,8 @@ PROGRESS_INTERVAL_S = 3.0
 STUCK_INTERVAL_S = 60.0
 # Retry-After bounds while loading: ask again soon, but not in a tight loop.
 RETRY_AFTER_S = (1, 30)
+# Why the catalog is not usable before its first load began (it waits for the app's first answer).
+NOT_STARTED = "the catalog's first load has not started yet"
 # How long the first load waits for the server's own app to answer before it begins anyway.
 SERVING_WAIT_S = 5.0
 
@@ -150,7 +152,7 @@ class CatalogLoad:
     def reason(self, progress: Progress | None = None, rate: float | None = None) -> str:
         """Why the catalog is not usable yet (for /readyz and the 503s)."""
         if self._started is None:
-            return "the catalog's first load has not started yet"
+            return NOT_STARTED
         text = (progress or self.progress()).describe(rate)
         if not self._health.reachable:
             text += f"; waiting for the object store: {self._health.last_error}"

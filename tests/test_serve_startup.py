@@ -18,6 +18,7 @@ from archive.storage import S3Options
 from archive.storage.s3 import S3Storage
 from bench.archive_synth import write_catalog
 from bench.startup import serve_command, serving
+from historyserver.readiness import NOT_STARTED
 from historyserver.starting import REASON
 from ray_history.localray import free_port
 
@@ -30,7 +31,6 @@ SMALL = 20  # a catalog of its own, under another prefix, for the start with the
 # The port is bound before the server imports its heavy parts (historyserver.starting): about 0.3 s after the
 # spawn here, several times that on a machine as busy as a test run can make it, hence a loose bound.
 PORT_AFTER_SPAWN_S = 5.0
-NOT_STARTED = "the catalog's first load has not started yet"
 PROGRESS = re.compile(r"^loading the catalog: [\d,]+ of [\d,]+ session documents read \([\d,]+/s\), [\d,]+ sessions")
 
 
@@ -80,6 +80,9 @@ def test_the_port_answers_at_once_and_readyz_says_how_far_the_catalog_is(weed: S
             time.sleep(0.01)
         assert health.status_code == 200
         assert time.monotonic() - spawned < PORT_AFTER_SPAWN_S
+        # Answered before the server's code is loaded (a second of imports, polled every 10 ms): its port came first.
+        starting = httpx.get(f"{base}/readyz")
+        assert starting.status_code == 503 and starting.json()["reason"] == REASON, starting.text
 
         # Not ready: the catalog is loading, and /readyz says so, with the store's state.
         body = _past_starting(base, process)
